@@ -1,0 +1,1 @@
+"""evalq.db package."""

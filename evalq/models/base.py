@@ -1,0 +1,39 @@
+"""The engine seam: generate many chat requests at once, return texts and token counts."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+ChatMessage = dict[str, str]
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """One chat request: messages plus per-request sampling."""
+
+    messages: tuple[ChatMessage, ...]
+    max_tokens: int = 64
+    temperature: float = 0.0
+    top_p: float = 1.0
+    seed: int | None = None
+    ignore_eos: bool = False
+
+
+@dataclass(frozen=True)
+class Generation:
+    """What the engine produced for one request."""
+
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    latency_s: float
+
+
+class Engine(Protocol):
+    """Anything that turns a batch of chat requests into generations, in order."""
+
+    def generate(self, requests: Sequence[GenerationRequest]) -> list[Generation]:
+        """Generate one completion per request, in the order given."""
+        ...

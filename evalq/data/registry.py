@@ -1,0 +1,171 @@
+"""The datasets evalq knows by name, and the one way to load their questions and corpora."""
+
+from __future__ import annotations
+
+import functools
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from evalq.data import hotpotqa, jsonl, musique, oran, squad
+from evalq.data.question import Question
+from evalq.errors import UserError
+from evalq.rag.corpus import Corpus
+
+JSONL_PREFIX = "jsonl:"
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """What a named dataset is and how to select from it.
+
+    Attributes:
+        name: The name users type (``--dataset``).
+        description: One line: what it is, its size and licence.
+        difficulties: Valid difficulty choices; the first selects every question.
+        has_corpus: Whether it ships a corpus with gold passages (retrieval recall works).
+    """
+
+    name: str
+    description: str
+    difficulties: tuple[str, ...]
+    has_corpus: bool
+
+    @property
+    def every_question(self) -> str:
+        """The difficulty choice that selects every question."""
+        return self.difficulties[0]
+
+
+DATASETS: dict[str, DatasetInfo] = {
+    info.name: info
+    for info in (
+        DatasetInfo(
+            name="oran-bench",
+            description=(
+                "ORAN-Bench-13K: 13,952 O-RAN multiple-choice questions "
+                "(1,139 easy, 9,570 medium, 3,243 hard); no corpus; MIT"
+            ),
+            difficulties=("mixed", "easy", "medium", "hard"),
+            has_corpus=False,
+        ),
+        DatasetInfo(
+            name="hotpotqa",
+            description=(
+                "HotpotQA dev distractor, 500 multi-hop questions (250 bridge, 250 comparison) "
+                "over 4,858 pooled paragraphs; CC BY-SA 4.0"
+            ),
+            difficulties=hotpotqa.DIFFICULTIES,
+            has_corpus=True,
+        ),
+        DatasetInfo(
+            name="squad",
+            description=(
+                "SQuAD v1.1 dev, 10,570 single-hop questions, open-domain over its "
+                "2,067 paragraphs; CC BY-SA 4.0"
+            ),
+            difficulties=squad.DIFFICULTIES,
+            has_corpus=True,
+        ),
+        DatasetInfo(
+            name="musique",
+            description=(
+                "MuSiQue-Ans TRAIN sample (not dev/test): 100 2-4 hop questions over "
+                "1,890 pooled paragraphs, from HippoRAG; CC BY 4.0"
+            ),
+            difficulties=musique.DIFFICULTIES,
+            has_corpus=True,
+        ),
+    )
+}
+
+_QUESTION_LOADERS: dict[str, Callable[[str], list[Question]]] = {
+    "oran-bench": oran.load,
+    "hotpotqa": hotpotqa.load,
+    "squad": squad.load,
+    "musique": musique.load,
+}
+_CORPUS_LOADERS: dict[str, Callable[[], Corpus]] = {
+    "hotpotqa": hotpotqa.load_corpus,
+    "squad": squad.load_corpus,
+    "musique": musique.load_corpus,
+}
+
+
+def _unknown_dataset(name: str) -> UserError:
+    choices = ", ".join([*DATASETS, f"{JSONL_PREFIX}<path>"])
+    return UserError(f"unknown dataset {name!r}; choose from {choices}")
+
+
+def load_questions(name: str, difficulty: str, corpus: str | None = None) -> list[Question]:
+    """The questions of a dataset at one difficulty, in a deterministic order.
+
+    Args:
+        name: A name from ``DATASETS``, or ``"jsonl:<path>"`` for a user's JSON Lines file.
+        difficulty: One of the dataset's difficulties (``"all"`` for a JSON Lines file).
+        corpus: For ``jsonl:`` only: the name of the corpus its questions retrieve from.
+
+    Returns:
+        A fresh list (the parsed questions are cached per process).
+
+    Raises:
+        UserError: If the dataset or difficulty is unknown, or the file is unusable.
+    """
+    if name.startswith(JSONL_PREFIX):
+        path = name.removeprefix(JSONL_PREFIX)
+        if not path:
+            raise UserError(f"give a file after {JSONL_PREFIX!r}, e.g. jsonl:questions.jsonl")
+        return list(_cached_jsonl(path, difficulty, corpus))
+    if corpus is not None:
+        raise UserError(f"dataset {name!r} has its own corpus setting; corpus= is for jsonl:")
+    info = DATASETS.get(name)
+    if info is None:
+        raise _unknown_dataset(name)
+    if difficulty not in info.difficulties:
+        raise UserError(
+            f"unknown difficulty {difficulty!r} for {name}; choose from "
+            + ", ".join(info.difficulties)
+        )
+    return list(_cached_questions(name, difficulty))
+
+
+@functools.lru_cache(maxsize=32)
+def _cached_questions(name: str, difficulty: str) -> tuple[Question, ...]:
+    return tuple(_QUESTION_LOADERS[name](difficulty))
+
+
+@functools.lru_cache(maxsize=8)
+def _cached_jsonl(path: str, difficulty: str, corpus: str | None) -> tuple[Question, ...]:
+    return tuple(jsonl.load(path, difficulty, corpus))
+
+
+@functools.lru_cache(maxsize=4)
+def load_corpus(name: str) -> Corpus:
+    """A shipped corpus by name ("hotpotqa", "squad" or "musique"), cached per process.
+
+    Raises:
+        UserError: If no shipped corpus has this name.
+    """
+    loader = _CORPUS_LOADERS.get(name)
+    if loader is None:
+        raise UserError(
+            f"no shipped corpus {name!r}; choose from {', '.join(_CORPUS_LOADERS)} "
+            "or point evalq at your own documents"
+        )
+    return loader()
+
+
+def dataset_counts(name: str) -> dict[str, int]:
+    """How many questions the dataset has per difficulty label, in first-seen order.
+
+    Raises:
+        UserError: If the dataset is unknown.
+    """
+    if name.startswith(JSONL_PREFIX):
+        questions = load_questions(name, jsonl.ALL)
+    else:
+        info = DATASETS.get(name)
+        if info is None:
+            raise _unknown_dataset(name)
+        questions = load_questions(name, info.every_question)
+    return dict(Counter(question.difficulty for question in questions))

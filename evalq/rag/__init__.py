@@ -1,0 +1,1 @@
+"""evalq.rag package."""

@@ -1,0 +1,1 @@
+"""evalq.cli package."""

@@ -1,0 +1,256 @@
+"""``submit``, ``status``, ``results``, ``resume`` and ``cancel``: a run's life from the CLI."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from dataclasses import asdict
+from datetime import UTC, datetime
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from evalq.config import Settings
+from evalq.db import queries
+from evalq.db.models import Run
+from evalq.db.queries import StrategyProgress, StrategyResult
+from evalq.db.session import open_store
+from evalq.errors import UserError
+from evalq.rag.strategies import GenerationConfig
+from evalq.scheduler.submit import RunRequest, resume, submit
+
+
+@click.command("submit")
+@click.option("--dataset", default="hotpotqa", show_default=True, help="See `evalq datasets`.")
+@click.option("--difficulty", default=None, help="Dataset difficulty (default: all of it).")
+@click.option("--n", "n", type=int, required=True, help="Number of questions to sample.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Same seed, same sample.")
+@click.option("--model", required=True, help="Model name; shards go to this model's queue.")
+@click.option(
+    "--strategy",
+    "strategies",
+    multiple=True,
+    default=("fixed:k=0", "fixed:k=3"),
+    show_default=True,
+    help="Repeatable: fixed:k=N (k=0 closed-book) or mdp.",
+)
+@click.option("--repeats", type=int, default=1, show_default=True, help="Episodes per question.")
+@click.option("--shard-size", type=int, default=50, show_default=True, help="Questions a shard.")
+@click.option("--name", default=None, help="A label for the run.")
+@click.option("--max-tokens", type=int, default=32, show_default=True, help="Answer length cap.")
+@click.option("--temperature", type=float, default=0.0, show_default=True)
+@click.option("--ignore-eos", is_flag=True, help="Fixed output lengths (benchmarks only).")
+@click.option("--mdp-preset", default="base", show_default=True, help="base, multi_gpu, early.")
+@click.option(
+    "--mdp-set", "mdp_set", multiple=True, metavar="KEY=VALUE", help="Override an MDP parameter."
+)
+@click.option("--k-step", type=int, default=3, show_default=True, help="Passages per retrieve.")
+@click.option("--max-steps", type=int, default=10, show_default=True, help="MDP step cap.")
+@click.pass_obj
+def submit_cmd(
+    settings: Settings,
+    dataset: str,
+    difficulty: str | None,
+    n: int,
+    seed: int,
+    model: str,
+    strategies: tuple[str, ...],
+    repeats: int,
+    shard_size: int,
+    name: str | None,
+    max_tokens: int,
+    temperature: float,
+    ignore_eos: bool,
+    mdp_preset: str,
+    mdp_set: tuple[str, ...],
+    k_step: int,
+    max_steps: int,
+) -> None:
+    """Sample questions, write the run and its shards, and enqueue them."""
+    from evalq.data.registry import DATASETS
+
+    info = DATASETS.get(dataset)
+    req = RunRequest(
+        dataset=dataset,
+        model=model,
+        strategies=strategies,
+        n=n,
+        difficulty=difficulty or (info.every_question if info else "all"),
+        seed=seed,
+        repeats=repeats,
+        shard_size=shard_size,
+        name=name,
+        generation=GenerationConfig(
+            answer_tokens=max_tokens, temperature=temperature, seed=seed, ignore_eos=ignore_eos
+        ),
+        mdp_preset=mdp_preset,
+        mdp_overrides=parse_assignments(mdp_set),
+        k_step=k_step,
+        max_steps=max_steps,
+    )
+    run_id = submit(settings, req)
+    click.echo(f"run {run_id}: {n} questions x {len(strategies)} strategies queued for {model}")
+
+
+def parse_assignments(items: tuple[str, ...]) -> dict[str, str]:
+    """``KEY=VALUE`` pairs; values are converted and checked by ``MDPParams``."""
+    out: dict[str, str] = {}
+    for item in items:
+        key, eq, value = item.partition("=")
+        if not eq or not key.strip():
+            raise UserError(f"--mdp-set expects KEY=VALUE, got {item!r}")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def progress_table(run: Run, progress: list[StrategyProgress]) -> Table:
+    """Per strategy: done/total, invalid, failed, episodes/s and ETA."""
+    table = Table(
+        title=f"run {run.id} · {run.dataset}/{run.difficulty} · {run.model} · {run.status}"
+    )
+    for col in ("strategy", "done/total", "invalid", "failed", "episodes/s", "ETA"):
+        table.add_column(col, justify="left" if col == "strategy" else "right")
+    now = datetime.now(UTC)
+    for p in progress:
+        rate = None
+        if p.first_at is not None and p.done:
+            end = p.last_at if p.done >= p.total and p.last_at else now
+            span = (_aware(end) - _aware(p.first_at)).total_seconds()
+            rate = p.done / span if span > 0 else None
+        left = p.total - p.done
+        eta = "done" if left <= 0 else (f"{left / rate:.0f} s" if rate else "-")
+        table.add_row(
+            p.strategy,
+            f"{p.done}/{p.total}",
+            str(p.invalid),
+            str(p.failed),
+            f"{rate:.2f}" if rate else "-",
+            eta,
+        )
+    return table
+
+
+def _aware(t: datetime) -> datetime:
+    """SQLite hands back naive datetimes; they were written in UTC."""
+    return t if t.tzinfo else t.replace(tzinfo=UTC)
+
+
+@click.command("status")
+@click.argument("run_id", type=int, required=False)
+@click.pass_obj
+def status_cmd(settings: Settings, run_id: int | None) -> None:
+    """Progress of one run, or of the latest runs."""
+    store = open_store(settings.database_url)
+    console = Console()
+    with store.session() as s:
+        runs = [queries.get_run(s, run_id)] if run_id is not None else queries.latest_runs(s, 5)
+        if not runs:
+            click.echo("no runs yet: start one with `evalq submit`")
+            return
+        for run in runs:
+            console.print(progress_table(run, queries.run_progress(s, run)))
+            counts = queries.shard_counts(s, run.id)
+            console.print("shards: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+
+
+def _fmt(v: float | None, pct: bool = False) -> str:
+    if v is None:
+        return "-"
+    return f"{100 * v:.1f}%" if pct else f"{v:.3f}"
+
+
+def results_table(run: Run, results: list[StrategyResult]) -> Table:
+    """Accuracy, answer quality, recall, cost, steps and tokens per strategy."""
+    table = Table(title=f"results of run {run.id} · {run.dataset}/{run.difficulty} · {run.model}")
+    cols = [
+        "strategy",
+        "episodes",
+        "invalid",
+        "errors",
+        "accuracy",
+        "unparsed",
+        "EM",
+        "F1",
+        "recall",
+        "cost",
+        "steps",
+        "retrievals",
+        "prompt tok",
+        "gen tok",
+    ]
+    for col in cols:
+        table.add_column(col, justify="left" if col == "strategy" else "right")
+    for r in results:
+        table.add_row(
+            r.strategy,
+            str(r.episodes),
+            str(r.invalid),
+            str(r.errors),
+            _fmt(r.accuracy, True),
+            str(r.unparsed),
+            _fmt(r.exact_match, True),
+            _fmt(r.f1, True),
+            _fmt(r.retrieval_recall, True),
+            _fmt(r.mean_cost),
+            _fmt(r.mean_steps),
+            _fmt(r.mean_retrievals),
+            str(r.prompt_tokens),
+            str(r.completion_tokens),
+        )
+    return table
+
+
+@click.command("results")
+@click.argument("run_id", type=int)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "json", "csv"]),
+    default="table",
+    show_default=True,
+)
+@click.pass_obj
+def results_cmd(settings: Settings, run_id: int, fmt: str) -> None:
+    """Accuracy, cost and tokens per strategy of a run."""
+    store = open_store(settings.database_url)
+    with store.session() as s:
+        run = queries.get_run(s, run_id)
+        results = queries.run_results(s, run)
+        if fmt == "table":
+            Console().print(results_table(run, results))
+            return
+    rows = [asdict(r) for r in results]
+    if fmt == "json":
+        click.echo(json.dumps({"run": run_id, "strategies": rows}, indent=2))
+    else:
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=list(StrategyResult.__dataclass_fields__))
+        writer.writeheader()
+        writer.writerows(rows)
+        click.echo(buf.getvalue(), nl=False)
+
+
+@click.command("resume")
+@click.argument("run_id", type=int)
+@click.pass_obj
+def resume_cmd(settings: Settings, run_id: int) -> None:
+    """Re-enqueue every unfinished shard of a run (stored episodes are never redone)."""
+    n = resume(settings, run_id)
+    click.echo(f"run {run_id}: {n} unfinished shards re-enqueued")
+
+
+@click.command("cancel")
+@click.argument("run_id", type=int)
+@click.pass_obj
+def cancel_cmd(settings: Settings, run_id: int) -> None:
+    """Stop a run: queued shards are skipped, running ones stop at the next check."""
+    store = open_store(settings.database_url)
+    with store.session() as s:
+        run = queries.get_run(s, run_id)
+        run.status = "cancelled"
+    click.echo(f"run {run_id} cancelled; `evalq resume {run_id}` continues it")
+
+
+COMMANDS = [submit_cmd, status_cmd, results_cmd, resume_cmd, cancel_cmd]

@@ -1,0 +1,1 @@
+"""evalq.scheduler package."""

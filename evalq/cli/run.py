@@ -9,6 +9,7 @@ from dataclasses import asdict
 from datetime import UTC, datetime
 
 import click
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -155,49 +156,47 @@ def status_cmd(settings: Settings, run_id: int | None) -> None:
             console.print("shards: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
 
 
-def _fmt(v: float | None, pct: bool = False) -> str:
+def _fmt(v: float | None, pct: bool = False, digits: int = 3) -> str:
     if v is None:
         return "-"
-    return f"{100 * v:.1f}%" if pct else f"{v:.3f}"
+    return f"{100 * v:.1f}%" if pct else f"{v:.{digits}f}"
+
+
+def _tokens(n: int) -> str:
+    return f"{n / 1000:.1f}k" if n >= 10_000 else str(n)
 
 
 def results_table(run: Run, results: list[StrategyResult]) -> Table:
-    """Accuracy, answer quality, recall, cost, steps and tokens per strategy."""
-    table = Table(title=f"results of run {run.id} · {run.dataset}/{run.difficulty} · {run.model}")
-    cols = [
-        "strategy",
-        "episodes",
-        "invalid",
-        "errors",
-        "accuracy",
-        "unparsed",
-        "EM",
-        "F1",
-        "recall",
-        "cost",
-        "steps",
-        "retrievals",
-        "prompt tok",
-        "gen tok",
-    ]
-    for col in cols:
-        table.add_column(col, justify="left" if col == "strategy" else "right")
+    """Accuracy, F1, recall, cost, steps, retrievals and tokens per strategy.
+
+    Accuracy is exact match for short answers and the option number for multiple choice;
+    unparsed answers count as wrong and are counted. JSON and CSV carry every field.
+    """
+    table = Table(
+        title=f"results of run {run.id} · {run.dataset}/{run.difficulty} · {run.model}",
+        box=box.SIMPLE_HEAD,
+        collapse_padding=True,
+        pad_edge=False,
+        caption="inv: invalid rows · err: errors · unp: unparsed answers (scored wrong)",
+    )
+    table.add_column("strategy", no_wrap=True)
+    for col in ("n", "inv", "err", "unp", "accuracy", "F1", "recall", "cost", "steps", "retr"):
+        table.add_column(col, justify="right", no_wrap=True)
+    table.add_column("tokens", justify="right", no_wrap=True, min_width=6)
     for r in results:
         table.add_row(
             r.strategy,
             str(r.episodes),
             str(r.invalid),
             str(r.errors),
-            _fmt(r.accuracy, True),
             str(r.unparsed),
-            _fmt(r.exact_match, True),
+            _fmt(r.accuracy, True),
             _fmt(r.f1, True),
             _fmt(r.retrieval_recall, True),
-            _fmt(r.mean_cost),
-            _fmt(r.mean_steps),
-            _fmt(r.mean_retrievals),
-            str(r.prompt_tokens),
-            str(r.completion_tokens),
+            _fmt(r.mean_cost, digits=2),
+            _fmt(r.mean_steps, digits=1),
+            _fmt(r.mean_retrievals, digits=1),
+            _tokens(r.prompt_tokens + r.completion_tokens),
         )
     return table
 

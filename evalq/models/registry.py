@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import logging
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -43,11 +44,15 @@ def engine_settings_for(model: str, **overrides: object) -> EngineSettings:
     base = EngineSettings(model=model)
     if model == TINY_MODEL:
         log.warning(RANDOM_WARNING)
+        # On a CPU build of vLLM the memory share means host RAM, and the KV cache would
+        # otherwise take most of it; the tiny model needs a sliver of either.
+        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
         base = EngineSettings(
             model=str(tiny_model_dir()),
             load_format="dummy",
             max_model_len=4096,
             enforce_eager=True,
+            gpu_memory_utilization=0.2,
         )
     given = {k: v for k, v in overrides.items() if v is not None}
     return dataclasses.replace(base, **given)  # type: ignore[arg-type]

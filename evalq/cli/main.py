@@ -46,10 +46,10 @@ def _register() -> None:
 
     for command in (*run.COMMANDS, worker.worker, db.db, demo.demo):
         cli.add_command(command)
-    from evalq.cli.analysis import compare_command, export_command
+    from evalq.cli.analysis import compare_command, export_command, report_command
     from evalq.cli.mdp import mdp
 
-    for extra in (mdp, compare_command, export_command):
+    for extra in (mdp, compare_command, export_command, report_command):
         cli.add_command(extra)
 
 

@@ -391,6 +391,31 @@ def _estimate(
     return Estimate(value, interval, note)
 
 
+def mean_estimate(
+    values: NDArray[np.float64],
+    *,
+    confidence: float = 0.95,
+    n_resamples: int = 10_000,
+    method: BootstrapMethod = "BCa",
+    seed: int = 0,
+) -> Estimate:
+    """Mean of one sample with its bootstrap interval: accuracy when the values are 0/1.
+
+    The same interval machinery as the paired comparison, on one unpaired sample.
+    """
+    sample = np.asarray(values, dtype=np.float64)
+    return _estimate(
+        (sample,),
+        _mean,
+        per_pair=sample,
+        paired=False,
+        confidence=confidence,
+        n_resamples=n_resamples,
+        method=method,
+        seed=seed,
+    )
+
+
 def mcnemar_exact_p(only_a_correct: int, only_b_correct: int) -> float:
     """Two-sided exact McNemar p-value from the discordant pair counts (1.0 if there are none)."""
     discordant = only_a_correct + only_b_correct
@@ -464,7 +489,7 @@ def _compare_group(
     )
 
 
-def _difficulty_sort_key(name: str) -> tuple[int, str]:
+def difficulty_sort_key(name: str) -> tuple[int, str]:
     """Known difficulties in their natural order, then others alphabetically, unknown last."""
     if name in DIFFICULTY_ORDER:
         return (DIFFICULTY_ORDER.index(name), name)
@@ -505,7 +530,7 @@ def compare(
     difficulty = np.array(paired.difficulty, dtype=object)
     by_difficulty = tuple(
         _compare_group(name, paired.subset(difficulty == name), **options)
-        for name in sorted(set(paired.difficulty), key=_difficulty_sort_key)
+        for name in sorted(set(paired.difficulty), key=difficulty_sort_key)
     )
     return Comparison(
         a=paired.a,
@@ -692,6 +717,23 @@ def to_markdown(comparison: Comparison) -> str:
     return "\n".join(lines) + "\n"
 
 
+def to_rows(comparison: Comparison) -> tuple[list[str], list[list[str]], list[str]]:
+    """The comparison as plain cells, for any tabular rendering (HTML, spreadsheets).
+
+    Returns:
+        The header (``metric`` then one column per group), the rows (metric name then one
+        cell per group), and the caption lines: the legend, exclusions, then notes.
+    """
+    headers = ["metric", *(g.group for g in comparison.groups)]
+    rows = [[name, *cells] for name, cells in _rows(comparison)]
+    return headers, rows, [_legend(comparison), *_notes(comparison)]
+
+
+def title(comparison: Comparison) -> str:
+    """``A = run 3 mdp, B = run 3 fixed:k=3 (differences are A - B)``."""
+    return _title(comparison)
+
+
 def to_rich_table(comparison: Comparison) -> Table:
     """The comparison as a rich Table, exclusions and notes in its caption."""
     table = Table(
@@ -717,10 +759,14 @@ __all__ = [
     "Side",
     "SideCounts",
     "compare",
+    "difficulty_sort_key",
     "load_paired",
     "mcnemar_exact_p",
+    "mean_estimate",
     "run_strategies",
+    "title",
     "to_json",
     "to_markdown",
     "to_rich_table",
+    "to_rows",
 ]

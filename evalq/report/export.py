@@ -16,9 +16,10 @@ from sqlalchemy.orm import Session
 
 from evalq.db.models import Episode, Run, Step
 from evalq.errors import UserError
+from evalq.report.seed import export_seed
 
-ExportFormat = Literal["csv", "jsonl", "parquet"]
-EXPORT_FORMATS: tuple[ExportFormat, ...] = ("csv", "jsonl", "parquet")
+ExportFormat = Literal["csv", "jsonl", "parquet", "seed"]
+EXPORT_FORMATS: tuple[ExportFormat, ...] = ("csv", "jsonl", "parquet", "seed")
 
 # Rows fetched per round trip: keeps memory flat on runs with millions of steps.
 FETCH_ROWS = 1000
@@ -128,12 +129,20 @@ def export_run(
     episodes through ``episode_id`` = ``episodes.id``. A ``run.json`` with the run's settings
     sits beside them, so the export says what produced it.
 
+    Format ``seed`` instead writes the seed project's JSON files under ``out_dir/results/``
+    (see :mod:`evalq.report.seed`); each entry returned is then one file and its result count.
+
     Raises:
-        UserError: The run does not exist, the format is unknown, or Parquet is asked for
-            without pyarrow installed.
+        UserError: The run does not exist, the format is unknown, Parquet is asked for
+            without pyarrow installed, or ``seed`` for a run without MDP episodes.
     """
+    if output_format == "seed":
+        return [
+            ExportedTable(f.kind, f.path, f.results) for f in export_seed(session, run_id, out_dir)
+        ]
     if output_format not in _WRITERS:
-        raise UserError(f"unknown export format {output_format!r}; use one of csv, jsonl, parquet")
+        formats = ", ".join(EXPORT_FORMATS)
+        raise UserError(f"unknown export format {output_format!r}; use one of {formats}")
     if output_format == "parquet":
         _load_pyarrow()  # fail before writing anything
     run = session.get(Run, run_id)

@@ -1,8 +1,9 @@
-"""``evalq mdp``: solve the MDP-RAG decision model and show or plot its policy."""
+"""``evalq mdp``: solve the MDP-RAG decision model, show or plot its policy, calibrate it."""
 
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +11,11 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from evalq.config import Settings
+from evalq.db import queries
+from evalq.db.session import open_store
 from evalq.errors import UserError
+from evalq.rag.calibrate import Calibration, Proportion, calibrate_run
 from evalq.rag.mdp_solver import (
     ACTIONS,
     PRESETS,
@@ -126,7 +131,7 @@ set_option = click.option(
 
 @click.group("mdp")
 def mdp() -> None:
-    """Solve the MDP-RAG decision model: thresholds and policy."""
+    """Solve the MDP-RAG decision model: thresholds, policy, calibration from a run."""
 
 
 @mdp.command("solve")
@@ -227,3 +232,142 @@ def plot_command(preset: str, overrides: tuple[str, ...], out: Path) -> None:
     except OSError as error:
         raise UserError(f"cannot write {out}: {error.strerror or error}") from None
     click.echo(f"wrote {out}")
+
+
+@mdp.command("calibrate")
+@click.argument("run_id", type=int)
+@click.option(
+    "--confidence", type=float, default=0.95, show_default=True, help="Interval confidence level."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of tables.")
+@click.pass_obj
+def calibrate_command(settings: Settings, run_id: int, confidence: float, as_json: bool) -> None:
+    """Estimate p_s and per-step gains from a run's MDP steps; re-solve the thresholds.
+
+    p_s is the success fraction of retrieve steps. The gains are accuracy lifts per
+    successful retrieve and per reason step (a linear probability model, clustered by
+    question); with quality=linear they are the deltas in U. See docs/mdp.md.
+    """
+    store = open_store(settings.database_url)
+    with store.session() as s:
+        run = queries.get_run(s, run_id)
+        status = run.status
+        result = calibrate_run(s, run, confidence)
+    if as_json:
+        click.echo(json.dumps(_calibration_json(result, status), indent=2))
+        return
+    _print_calibration(result, status)
+
+
+def _interval(low: float | None, high: float | None) -> str:
+    return "-" if low is None or high is None else f"[{low:.3f}, {high:.3f}]"
+
+
+def _print_calibration(result: Calibration, status: str) -> None:
+    console = Console()
+    level = f"{100 * result.confidence:g}%"
+    console.print(
+        f"run {result.run_id} ({status}): {result.mdp_episodes} mdp episodes"
+        + (
+            f", {result.closed_book_episodes} closed-book (fixed:k=0) episodes as anchors"
+            if result.closed_book_episodes
+            else ""
+        ),
+        highlight=False,
+    )
+    if status != "done":
+        console.print("[yellow]note: the run is not done; these are the episodes so far[/]")
+    table = Table(title=f"Estimates ({level} intervals)")
+    for column in ("quantity", "estimate", f"{level} interval", "from", "meaning"):
+        table.add_column(column)
+    if result.p_s is not None:
+        p = result.p_s
+        table.add_row(
+            "p_s",
+            f"{p.estimate:.3f}",
+            _interval(p.low, p.high),
+            f"{p.successes}/{p.trials} retrieves",
+            "retrieve steps whose note was written (Clopper-Pearson)",
+        )
+        for position, q in enumerate(result.p_s_by_position, 1):
+            table.add_row(
+                f"  retrieve #{position}",
+                f"{q.estimate:.3f}",
+                _interval(q.low, q.high),
+                f"{q.successes}/{q.trials}",
+                "success of an episode's n-th retrieve",
+            )
+    else:
+        table.add_row("p_s", "-", "-", "0 retrieves", "the policy never retrieved")
+    meanings = {
+        "intercept": "accuracy with no successful retrieve and no reason step",
+        "per successful retrieve": "accuracy lift: delta_r / u_max if quality=linear",
+        "per reason step": "accuracy lift: delta_p / u_max if quality=linear",
+    }
+    for coefficient in (result.intercept, result.retrieve_lift, result.reason_lift):
+        table.add_row(
+            f"accuracy {coefficient.name}",
+            "-" if coefficient.estimate is None else f"{coefficient.estimate:+.3f}",
+            _interval(coefficient.low, coefficient.high),
+            "OLS, SE by question",
+            coefficient.reason or meanings[coefficient.name],
+        )
+    console.print(table)
+    solved = Table(title="Parameters and thresholds")
+    for column in ("", "p_s", "delta_r", "delta_p", "theta_cont", "theta_star"):
+        solved.add_column(column)
+    old, new = result.params, result.calibrated
+    solved.add_row(
+        "run",
+        f"{old.p_s:.3f}",
+        f"{old.delta_r:.3f}",
+        f"{old.delta_p:.3f}",
+        f"{result.before[0]:.4f}",
+        f"{result.before[1]:.4f}",
+    )
+    solved.add_row(
+        "calibrated",
+        f"{new.p_s:.3f}",
+        f"{new.delta_r:.3f}",
+        f"{new.delta_p:.3f}",
+        f"{result.after.theta_cont:.4f}",
+        f"{result.after.theta_star:.4f}",
+    )
+    console.print(solved)
+    for note in result.notes:
+        console.print(f"note: {note}", highlight=False)
+    console.print(
+        "These are associations in this run's data under its own policy, not causal effects.",
+        highlight=False,
+    )
+    if not result.after.converged:
+        console.print(
+            "[yellow]warning: value iteration hit max_iterations; thresholds may be off[/]"
+        )
+
+
+def _calibration_json(result: Calibration, status: str) -> dict[str, Any]:
+    def proportion(p: Proportion | None) -> dict[str, Any] | None:
+        if p is None:
+            return None
+        return {**asdict(p), "estimate": p.estimate}
+
+    return {
+        "run": result.run_id,
+        "status": status,
+        "confidence": result.confidence,
+        "mdp_episodes": result.mdp_episodes,
+        "closed_book_episodes": result.closed_book_episodes,
+        "p_s": proportion(result.p_s),
+        "p_s_by_position": [proportion(p) for p in result.p_s_by_position],
+        "accuracy_intercept": asdict(result.intercept),
+        "accuracy_lift_per_successful_retrieve": asdict(result.retrieve_lift),
+        "accuracy_lift_per_reason_step": asdict(result.reason_lift),
+        "params": result.params.to_json(),
+        "calibrated_params": result.calibrated.to_json(),
+        "param_hash": param_hash(result.calibrated),
+        "theta_cont": {"run": result.before[0], "calibrated": result.after.theta_cont},
+        "theta_star": {"run": result.before[1], "calibrated": result.after.theta_star},
+        "converged": result.after.converged,
+        "notes": result.notes,
+    }

@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from evalq.data import hotpotqa, jsonl, musique, oran, squad
 from evalq.data.question import Question
 from evalq.errors import UserError
-from evalq.rag.corpus import Corpus
+from evalq.rag.corpus import (
+    INDEX_FOLDER,
+    Corpus,
+    read_stored_corpus,
+    stored_corpora,
+    stored_corpus_meta,
+)
 
 JSONL_PREFIX = "jsonl:"
 
@@ -103,35 +111,44 @@ def load_questions(name: str, difficulty: str, corpus: str | None = None) -> lis
     Args:
         name: A name from ``DATASETS``, or ``"jsonl:<path>"`` for a user's JSON Lines file.
         difficulty: One of the dataset's difficulties (``"all"`` for a JSON Lines file).
-        corpus: For ``jsonl:`` only: the name of the corpus its questions retrieve from.
+        corpus: The corpus the questions retrieve from (a shipped or user corpus name), for
+            a dataset that ships none (``jsonl:``, ``oran-bench``); None leaves them
+            closed-book. Its existence is not checked here (see ``check_corpus_exists``).
 
     Returns:
         A fresh list (the parsed questions are cached per process).
 
     Raises:
-        UserError: If the dataset or difficulty is unknown, or the file is unusable.
+        UserError: If the dataset or difficulty is unknown, the dataset ships its own
+            corpus and another is named, or the file is unusable.
     """
     if name.startswith(JSONL_PREFIX):
         path = name.removeprefix(JSONL_PREFIX)
         if not path:
             raise UserError(f"give a file after {JSONL_PREFIX!r}, e.g. jsonl:questions.jsonl")
         return list(_cached_jsonl(path, difficulty, corpus))
-    if corpus is not None:
-        raise UserError(f"dataset {name!r} has its own corpus setting; corpus= is for jsonl:")
     info = DATASETS.get(name)
     if info is None:
         raise _unknown_dataset(name)
+    if corpus is not None and info.has_corpus:
+        raise UserError(
+            f"{name} ships its own corpus; --corpus is for datasets without one "
+            f"({', '.join(n for n, i in DATASETS.items() if not i.has_corpus)}, jsonl:<path>)"
+        )
     if difficulty not in info.difficulties:
         raise UserError(
             f"unknown difficulty {difficulty!r} for {name}; choose from "
             + ", ".join(info.difficulties)
         )
-    return list(_cached_questions(name, difficulty))
+    return list(_cached_questions(name, difficulty, corpus))
 
 
 @functools.lru_cache(maxsize=32)
-def _cached_questions(name: str, difficulty: str) -> tuple[Question, ...]:
-    return tuple(_QUESTION_LOADERS[name](difficulty))
+def _cached_questions(name: str, difficulty: str, corpus: str | None) -> tuple[Question, ...]:
+    questions = _QUESTION_LOADERS[name](difficulty)
+    if corpus is None:
+        return tuple(questions)
+    return tuple(dataclasses.replace(question, corpus=corpus) for question in questions)
 
 
 @functools.lru_cache(maxsize=8)
@@ -139,20 +156,71 @@ def _cached_jsonl(path: str, difficulty: str, corpus: str | None) -> tuple[Quest
     return tuple(jsonl.load(path, difficulty, corpus))
 
 
-@functools.lru_cache(maxsize=4)
-def load_corpus(name: str) -> Corpus:
-    """A shipped corpus by name ("hotpotqa", "squad" or "musique"), cached per process.
+def shipped_corpus_names() -> tuple[str, ...]:
+    """The corpora that come with evalq (one per dataset that ships one)."""
+    return tuple(_CORPUS_LOADERS)
+
+
+def check_corpus_exists(name: str) -> None:
+    """Cheaply check that a shipped or user corpus has this name (nothing is loaded).
 
     Raises:
-        UserError: If no shipped corpus has this name.
+        UserError: If none has.
     """
-    loader = _CORPUS_LOADERS.get(name)
-    if loader is None:
-        raise UserError(
-            f"no shipped corpus {name!r}; choose from {', '.join(_CORPUS_LOADERS)} "
-            "or point evalq at your own documents"
-        )
-    return loader()
+    if name in _CORPUS_LOADERS or stored_corpus_meta(name) is not None:
+        return
+    raise _unknown_corpus(name)
+
+
+def _unknown_corpus(name: str) -> UserError:
+    users = [meta.name for meta in stored_corpora()]
+    return UserError(
+        f"no corpus {name!r}; shipped: {', '.join(_CORPUS_LOADERS)}; "
+        + (f"yours: {', '.join(users)}" if users else "add yours with `evalq corpus add NAME PATH`")
+    )
+
+
+def load_corpus(name: str) -> Corpus:
+    """A shipped corpus ("hotpotqa", "squad", "musique") or a user's, cached per process.
+
+    A user corpus (``evalq corpus add``) is cached by its content hash, so a long-lived
+    worker picks up a corpus that was re-added with ``--replace``.
+
+    Raises:
+        UserError: If no corpus has this name, or a stored one is damaged.
+    """
+    if name in _CORPUS_LOADERS:
+        return _cached_shipped_corpus(name)
+    meta = stored_corpus_meta(name)
+    if meta is None:
+        raise _unknown_corpus(name)
+    return _cached_user_corpus(name, meta.content_hash)
+
+
+def index_root(name: str) -> Path | None:
+    """Where a corpus's retrieval indexes are cached: a user corpus keeps them in its folder.
+
+    Returns:
+        ``EVALQ_HOME/corpora/<name>/indexes`` for a user corpus; None (the retrievers'
+        default, ``EVALQ_HOME/indexes``) for a shipped one.
+    """
+    if name in _CORPUS_LOADERS:
+        return None
+    meta = stored_corpus_meta(name)
+    return None if meta is None else meta.folder / INDEX_FOLDER
+
+
+@functools.lru_cache(maxsize=4)
+def _cached_shipped_corpus(name: str) -> Corpus:
+    return _CORPUS_LOADERS[name]()
+
+
+@functools.lru_cache(maxsize=4)
+def _cached_user_corpus(name: str, content_hash: str) -> Corpus:
+    meta = stored_corpus_meta(name)
+    if meta is None:
+        raise _unknown_corpus(name)
+    return read_stored_corpus(meta)
 
 
 def dataset_counts(name: str) -> dict[str, int]:

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import re
+import shutil
+import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
+from evalq.config import evalq_home
 from evalq.errors import UserError
 
 DEFAULT_WORDS_PER_PASSAGE = 150
@@ -211,3 +216,202 @@ def _chunk_words(text: str, words_per_passage: int) -> list[str]:
     if current:
         chunks.append(" ".join(current))
     return chunks
+
+
+# --- Users' corpora, stored under EVALQ_HOME/corpora/<name>/ -------------------------------
+
+PASSAGES_FILE = "passages.jsonl"
+META_FILE = "meta.json"
+INDEX_FOLDER = "indexes"
+_CORPUS_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+@dataclass(frozen=True)
+class StoredCorpus:
+    """What ``meta.json`` says about a user's stored corpus.
+
+    Attributes:
+        name: The corpus name (``--corpus NAME``).
+        source: The absolute file or folder it was built from.
+        files: How many files it was built from.
+        passages: How many passages it holds.
+        words: Words over all passages.
+        words_per_passage: The chunk size text and Markdown files were cut to.
+        content_hash: ``Corpus.content_hash()`` of its passages (keys its index caches).
+        created_at: When it was added (ISO 8601, UTC).
+        folder: Where it is stored.
+    """
+
+    name: str
+    source: str
+    files: int
+    passages: int
+    words: int
+    words_per_passage: int
+    content_hash: str
+    created_at: str
+    folder: Path
+
+    def to_json(self) -> dict[str, object]:
+        """The ``meta.json`` content (the folder is where it lives, not part of it)."""
+        data = dataclasses.asdict(self)
+        del data["folder"]
+        return data
+
+
+def corpora_root() -> Path:
+    """The folder that holds every user corpus: ``EVALQ_HOME/corpora``."""
+    return evalq_home() / "corpora"
+
+
+def check_corpus_name(name: str) -> str:
+    """The name, if it can name a corpus folder (letters, digits, ``.``, ``_``, ``-``).
+
+    Raises:
+        UserError: If it cannot.
+    """
+    if not _CORPUS_NAME.match(name):
+        raise UserError(
+            f"corpus name {name!r} must start with a letter or digit and hold only letters, "
+            "digits, '.', '_' or '-' (64 characters at most)"
+        )
+    return name
+
+
+def count_source_files(path: str | Path) -> int:
+    """How many files ``corpus_from_path`` reads at ``path`` (1 for a file)."""
+    root = Path(path)
+    if root.is_dir():
+        return sum(
+            1 for p in root.rglob("*") if p.is_file() and p.suffix.lower() in CORPUS_FILE_SUFFIXES
+        )
+    return 1
+
+
+def store_corpus(
+    corpus: Corpus,
+    source: str | Path,
+    *,
+    words_per_passage: int = DEFAULT_WORDS_PER_PASSAGE,
+    replace: bool = False,
+    root: Path | None = None,
+) -> StoredCorpus:
+    """Write a corpus to ``<root>/<name>/`` as ``passages.jsonl`` and ``meta.json``.
+
+    The folder is written under a temporary name and renamed into place, so a reader sees
+    the old corpus or the new one, never half of one.
+
+    Args:
+        corpus: The corpus; its name names the folder.
+        source: The file or folder it was built from (recorded in ``meta.json``).
+        words_per_passage: The chunk size it was built with (recorded).
+        replace: Overwrite a stored corpus of the same name.
+        root: The parent folder; ``corpora_root()`` when None.
+
+    Returns:
+        The stored corpus's metadata.
+
+    Raises:
+        UserError: If the name is unusable or taken (without ``replace``), or the disk refuses.
+    """
+    name = check_corpus_name(corpus.name)
+    parent = root if root is not None else corpora_root()
+    folder = parent / name
+    if folder.exists() and not replace:
+        raise UserError(f"corpus {name!r} already exists; add --replace to rebuild it")
+    if len(corpus) == 0:
+        raise UserError(f"corpus {name!r} has no passages")
+    stored = StoredCorpus(
+        name=name,
+        source=str(Path(source).resolve()),
+        files=count_source_files(source),
+        passages=len(corpus),
+        words=sum(len(p.text.split()) for p in corpus),
+        words_per_passage=words_per_passage,
+        content_hash=corpus.content_hash(),
+        created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        folder=folder,
+    )
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=parent))
+        with (staging / PASSAGES_FILE).open("w", encoding="utf-8") as out:
+            for passage in corpus:
+                row = {"id": passage.id, "title": passage.title, "text": passage.text}
+                out.write(json.dumps(row, ensure_ascii=False) + "\n")
+        (staging / META_FILE).write_text(json.dumps(stored.to_json(), indent=2), encoding="utf-8")
+        old: Path | None = None
+        if folder.exists():
+            # Moved aside, not deleted first: a failed swap must not lose the old corpus.
+            old = Path(tempfile.mkdtemp(prefix=f".{name}-old-", dir=parent))
+            folder.rename(old / name)
+        staging.rename(folder)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except OSError as error:
+        raise UserError(f"cannot store corpus {name!r} in {parent}: {error}") from None
+    return stored
+
+
+def stored_corpus_meta(name: str, root: Path | None = None) -> StoredCorpus | None:
+    """The metadata of a stored user corpus, or None when no corpus has this name.
+
+    Raises:
+        UserError: If the corpus folder exists but its ``meta.json`` is unreadable.
+    """
+    if not _CORPUS_NAME.match(name):
+        return None
+    folder = (root if root is not None else corpora_root()) / name
+    meta_file = folder / META_FILE
+    if not meta_file.is_file():
+        return None
+    try:
+        data = json.loads(meta_file.read_text(encoding="utf-8"))
+        return StoredCorpus(folder=folder, **data)
+    except (OSError, ValueError, TypeError) as error:
+        raise UserError(f"corpus {name!r}: unreadable {meta_file} ({error})") from None
+
+
+def stored_corpora(root: Path | None = None) -> list[StoredCorpus]:
+    """Every stored user corpus, by name."""
+    parent = root if root is not None else corpora_root()
+    if not parent.is_dir():
+        return []
+    found = (stored_corpus_meta(p.name, parent) for p in sorted(parent.iterdir()) if p.is_dir())
+    return [meta for meta in found if meta is not None]
+
+
+def read_stored_corpus(meta: StoredCorpus) -> Corpus:
+    """The passages of a stored corpus, checked against its recorded content hash.
+
+    Raises:
+        UserError: If ``passages.jsonl`` is missing, malformed or no longer matches its hash.
+    """
+    file = meta.folder / PASSAGES_FILE
+    try:
+        with file.open(encoding="utf-8") as lines:
+            passages = [Passage(**json.loads(line)) for line in lines if line.strip()]
+        corpus = Corpus(meta.name, passages)
+    except (OSError, ValueError, TypeError) as error:
+        raise UserError(
+            f"corpus {meta.name!r}: unreadable {file} ({error}); run `evalq corpus add "
+            f"{meta.name} {meta.source} --replace`"
+        ) from None
+    if corpus.content_hash() != meta.content_hash:
+        raise UserError(
+            f"corpus {meta.name!r}: {file} was changed after it was added; run "
+            f"`evalq corpus add {meta.name} {meta.source} --replace`"
+        )
+    return corpus
+
+
+def remove_stored_corpus(name: str, root: Path | None = None) -> None:
+    """Delete a stored user corpus and its cached indexes.
+
+    Raises:
+        UserError: If no user corpus has this name.
+    """
+    meta = stored_corpus_meta(name, root)
+    if meta is None:
+        raise UserError(f"no user corpus {name!r}; see `evalq corpus list`")
+    shutil.rmtree(meta.folder)

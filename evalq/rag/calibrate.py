@@ -1,0 +1,380 @@
+"""Calibrating the MDP from a run: what its stored steps can and cannot tell about p_s and deltas.
+
+What is observed per MDP episode: each retrieve step's success (a note was written), the
+number of reason steps, and whether the final answer was correct. U itself is a modelling
+device, never observed. So:
+
+- ``p_s`` is estimated directly: the fraction of retrieve steps that succeeded, with a
+  Clopper-Pearson interval. The interval treats retrieve steps as independent trials; they
+  are not quite (later retrieves of an episode search with generated queries and skip seen
+  passages), which is why the success rate is also shown per retrieve position.
+- The deltas are read through the quality function. With ``quality = linear`` the model says
+  ``P(correct) = sigma(U) = U / u_max``, so a step's gain in U is ``u_max`` times its lift in
+  answer accuracy. The lifts are the slopes of a linear probability model
+  ``correct ~ 1 + successful retrieves + reason steps`` fitted over the run's MDP episodes
+  (and its closed-book ``fixed:k=0`` episodes, where present, as zero-step anchors), with
+  standard errors clustered by question. They are associations under the policy that made
+  the data, not causal effects: a question whose retrieves fail is often a harder one.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from scipy import stats
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from evalq.db.models import Episode, Run, Step
+from evalq.errors import UserError
+from evalq.rag.mdp_solver import PRESETS, MDPParams, MDPSolution, solve
+
+MDP_STRATEGY = "mdp"
+CLOSED_BOOK_STRATEGY = "fixed:k=0"
+
+
+@dataclass(frozen=True)
+class EpisodeTrace:
+    """What calibration uses of one finished episode.
+
+    Attributes:
+        question_id: The question (standard errors are clustered on it).
+        correct: Whether the final answer was correct.
+        retrieves: Success of each retrieve step, in order.
+        reasons: Number of reason steps.
+    """
+
+    question_id: str
+    correct: bool
+    retrieves: tuple[bool, ...] = ()
+    reasons: int = 0
+
+    @property
+    def successful_retrieves(self) -> int:
+        """Retrieve steps that succeeded (each moved U by delta_r)."""
+        return sum(self.retrieves)
+
+
+@dataclass(frozen=True)
+class Proportion:
+    """A success fraction with its exact (Clopper-Pearson) confidence interval."""
+
+    successes: int
+    trials: int
+    low: float
+    high: float
+
+    @property
+    def estimate(self) -> float:
+        """``successes / trials``."""
+        return self.successes / self.trials
+
+
+@dataclass(frozen=True)
+class Coefficient:
+    """One slope of the accuracy model, or why it could not be estimated.
+
+    Attributes:
+        name: What it is the coefficient of.
+        estimate: The least-squares value (None when not estimable).
+        std_error: Cluster-robust standard error.
+        low: Lower end of the confidence interval.
+        high: Upper end.
+        reason: Why it is not estimable, or None.
+    """
+
+    name: str
+    estimate: float | None = None
+    std_error: float | None = None
+    low: float | None = None
+    high: float | None = None
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Estimates from one run and the MDP re-solved with them.
+
+    Attributes:
+        run_id: The run.
+        confidence: Confidence level of every interval.
+        mdp_episodes: Finished MDP episodes used.
+        closed_book_episodes: Finished ``fixed:k=0`` episodes used as zero-step anchors.
+        p_s: Success fraction of all retrieve steps.
+        p_s_by_position: Success fraction of the 1st, 2nd, ... retrieve of an episode.
+        intercept: Accuracy with no successful retrieve and no reason step.
+        retrieve_lift: Accuracy lift per successful retrieve.
+        reason_lift: Accuracy lift per reason step.
+        params: The run's MDP parameters.
+        calibrated: The parameters with the usable estimates put in.
+        notes: What was kept from the run's parameters, and why.
+        before: The run's thresholds ``(theta_cont, theta_star)``.
+        after: The re-solved solution.
+    """
+
+    run_id: int
+    confidence: float
+    mdp_episodes: int
+    closed_book_episodes: int
+    p_s: Proportion | None
+    p_s_by_position: list[Proportion]
+    intercept: Coefficient
+    retrieve_lift: Coefficient
+    reason_lift: Coefficient
+    params: MDPParams
+    calibrated: MDPParams
+    before: tuple[float, float]
+    after: MDPSolution
+    notes: list[str] = field(default_factory=list)
+
+
+def proportion(successes: int, trials: int, confidence: float = 0.95) -> Proportion:
+    """A fraction with its exact binomial interval (``scipy.stats.binomtest``).
+
+    Raises:
+        ValueError: If ``trials`` is 0.
+    """
+    if trials == 0:
+        raise ValueError("no trials")
+    interval = stats.binomtest(successes, trials).proportion_ci(confidence, method="exact")
+    return Proportion(successes, trials, float(interval.low), float(interval.high))
+
+
+def estimate_p_s(
+    traces: Sequence[EpisodeTrace], confidence: float = 0.95
+) -> tuple[Proportion | None, list[Proportion]]:
+    """The success fraction of all retrieve steps, and of each retrieve position.
+
+    Returns:
+        The overall fraction (None without any retrieve step) and one fraction per
+        position (1st retrieve of an episode, 2nd, ...).
+    """
+    by_position: defaultdict[int, list[bool]] = defaultdict(list)
+    for trace in traces:
+        for position, success in enumerate(trace.retrieves):
+            by_position[position].append(success)
+    outcomes = [s for position in sorted(by_position) for s in by_position[position]]
+    if not outcomes:
+        return None, []
+    overall = proportion(sum(outcomes), len(outcomes), confidence)
+    positions = [
+        proportion(sum(by_position[p]), len(by_position[p]), confidence)
+        for p in sorted(by_position)
+    ]
+    return overall, positions
+
+
+def estimate_lifts(
+    traces: Sequence[EpisodeTrace], confidence: float = 0.95
+) -> tuple[Coefficient, Coefficient, Coefficient]:
+    """Fit ``correct ~ 1 + successful retrieves + reason steps`` by least squares.
+
+    Standard errors are cluster-robust by question (CR1), intervals from Student's t with
+    (clusters - 1) degrees of freedom. A count that never varies, or that moves in lockstep
+    with the other (as a threshold policy often makes them), cannot be estimated; it comes
+    back with the reason. The intercept (accuracy at zero steps) is given only when every
+    count left out of the fit was always zero.
+
+    Returns:
+        ``(intercept, retrieve_lift, reason_lift)``.
+    """
+    names = {"successful retrieves": "per successful retrieve", "reason steps": "per reason step"}
+    if not traces:
+        return (
+            Coefficient("intercept", reason="no episodes"),
+            Coefficient(names["successful retrieves"], reason="no episodes"),
+            Coefficient(names["reason steps"], reason="no episodes"),
+        )
+    y = np.array([float(t.correct) for t in traces])
+    counts = {
+        "successful retrieves": np.array([float(t.successful_retrieves) for t in traces]),
+        "reason steps": np.array([float(t.reasons) for t in traces]),
+    }
+    dropped: dict[str, str] = {}
+    for count, values in counts.items():
+        if np.ptp(values) == 0:
+            dropped[count] = f"every episode had {values[0]:g} {count}: no variation to learn from"
+    kept = [count for count in counts if count not in dropped]
+    x = np.column_stack([np.ones(len(y)), *(counts[c] for c in kept)])
+    if np.linalg.matrix_rank(x) < x.shape[1]:
+        for count in kept:
+            dropped[count] = (
+                "successful retrieves and reason steps move in lockstep in this run (the "
+                "policy sets one by the other): their lifts cannot be told apart"
+            )
+        kept = []
+        x = x[:, :1]
+    beta, *_ = np.linalg.lstsq(x, y, rcond=None)
+    covariance, groups = _cluster_covariance(x, y - x @ beta, [t.question_id for t in traces])
+    df = groups - 1
+    quantile = float(stats.t.ppf(0.5 + confidence / 2, df)) if df > 0 else math.nan
+    fitted: dict[str, Coefficient] = {}
+    for column, name in enumerate(["intercept", *(names[c] for c in kept)]):
+        estimate = float(beta[column])
+        if not math.isfinite(quantile):
+            fitted[name] = Coefficient(name, estimate, reason="one question only: no interval")
+            continue
+        se = float(math.sqrt(max(covariance[column, column], 0.0)))
+        fitted[name] = Coefficient(
+            name, estimate, se, estimate - quantile * se, estimate + quantile * se
+        )
+    for count, why in dropped.items():
+        fitted[names[count]] = Coefficient(names[count], reason=why)
+    nonzero = [count for count in dropped if np.any(counts[count] != 0)]
+    if nonzero:
+        fitted["intercept"] = Coefficient(
+            "intercept", reason=f"not separable from the {' and '.join(nonzero)} left out"
+        )
+    return (
+        fitted["intercept"],
+        fitted[names["successful retrieves"]],
+        fitted[names["reason steps"]],
+    )
+
+
+def _cluster_covariance(
+    x: np.ndarray[Any, np.dtype[np.float64]],
+    residuals: np.ndarray[Any, np.dtype[np.float64]],
+    clusters: Sequence[str],
+) -> tuple[np.ndarray[Any, np.dtype[np.float64]], int]:
+    """The CR1 sandwich covariance of OLS coefficients, and the number of clusters."""
+    n, p = x.shape
+    bread = np.linalg.pinv(x.T @ x)
+    index: dict[str, list[int]] = defaultdict(list)
+    for row, cluster in enumerate(clusters):
+        index[cluster].append(row)
+    meat = np.zeros((p, p))
+    for rows in index.values():
+        score = x[rows].T @ residuals[rows]
+        meat += np.outer(score, score)
+    groups = len(index)
+    scale = (groups / (groups - 1)) * ((n - 1) / (n - p)) if groups > 1 and n > p else 1.0
+    return scale * bread @ meat @ bread, groups
+
+
+def recalibrate(
+    params: MDPParams,
+    p_s: Proportion | None,
+    retrieve_lift: Coefficient,
+    reason_lift: Coefficient,
+) -> tuple[MDPParams, list[str]]:
+    """The parameters with every usable estimate put in, and notes on what was kept.
+
+    A lift becomes a delta only for ``quality = linear`` (where ``delta = u_max * lift``),
+    and only when it is positive and at least half a grid cell.
+    """
+    notes: list[str] = []
+    overrides: dict[str, float] = {}
+    if p_s is None:
+        notes.append(f"p_s kept at {params.p_s:g}: the run made no retrieve step")
+    else:
+        overrides["p_s"] = p_s.estimate
+    half_cell = params.u_max / (params.grid_size - 1) / 2
+    for key, lift in (("delta_r", retrieve_lift), ("delta_p", reason_lift)):
+        current = getattr(params, key)
+        if params.quality != "linear":
+            notes.append(
+                f"{key} kept at {current:g}: lifts in accuracy equal steps in U only for "
+                f"quality=linear (this run: {params.quality})"
+            )
+        elif lift.estimate is None:
+            notes.append(f"{key} kept at {current:g}: {lift.reason}")
+        elif lift.estimate * params.u_max < half_cell:
+            notes.append(
+                f"{key} kept at {current:g}: the estimated lift {lift.estimate:+.3f} is not a "
+                "positive step on the grid"
+            )
+        else:
+            overrides[key] = min(lift.estimate * params.u_max, params.u_max)
+    return params.with_overrides(**overrides), notes
+
+
+def load_traces(session: Session, run_id: int, strategy: str) -> list[EpisodeTrace]:
+    """The finished (status ok) episodes of one strategy of a run, with their steps."""
+    episodes = session.execute(
+        select(Episode.id, Episode.question_id, Episode.correct).where(
+            Episode.run_id == run_id, Episode.strategy == strategy, Episode.status == "ok"
+        )
+    ).all()
+    steps: defaultdict[int, list[tuple[str, bool | None]]] = defaultdict(list)
+    ids = [row.id for row in episodes]
+    # Chunked: SQLite caps the number of bound parameters in one IN list.
+    for start in range(0, len(ids), 500):
+        chunk = ids[start : start + 500]
+        for episode_id, action, success in session.execute(
+            select(Step.episode_id, Step.action, Step.success)
+            .where(Step.episode_id.in_(chunk))
+            .order_by(Step.episode_id, Step.index)
+        ):
+            steps[episode_id].append((action, success))
+    return [
+        EpisodeTrace(
+            question_id=row.question_id,
+            correct=bool(row.correct),
+            retrieves=tuple(bool(s) for a, s in steps[row.id] if a == "retrieve"),
+            reasons=sum(1 for a, _ in steps[row.id] if a == "reason"),
+        )
+        for row in episodes
+    ]
+
+
+def run_params(run: Run) -> tuple[MDPParams, tuple[float, float]]:
+    """A run's MDP parameters and stored thresholds, as the worker rebuilt them."""
+    stored = dict(run.config.get("mdp", {}))
+    known = MDPParams.__dataclass_fields__
+    preset = PRESETS.get(str(stored.get("preset", "base")), PRESETS["base"])
+    params = preset.with_overrides(**{k: v for k, v in stored.items() if k in known})
+    before = (
+        float(stored.get("theta_cont", math.nan)),
+        float(stored.get("theta_star", math.nan)),
+    )
+    return params, before
+
+
+def calibrate_run(session: Session, run: Run, confidence: float = 0.95) -> Calibration:
+    """Estimate p_s and the per-step lifts from a run, and re-solve the MDP with them.
+
+    Raises:
+        UserError: If the run has no MDP strategy or no finished MDP episode yet, or the
+            confidence level is not in (0, 1).
+    """
+    if not 0.0 < confidence < 1.0:
+        raise UserError(f"--confidence must be between 0 and 1, got {confidence}")
+    if MDP_STRATEGY not in run.strategies:
+        raise UserError(
+            f"run {run.id} has no mdp strategy ({', '.join(run.strategies)}); "
+            "calibration needs MDP steps"
+        )
+    mdp_traces = load_traces(session, run.id, MDP_STRATEGY)
+    if not mdp_traces:
+        raise UserError(f"run {run.id} has no finished mdp episode yet")
+    anchors = (
+        load_traces(session, run.id, CLOSED_BOOK_STRATEGY)
+        if CLOSED_BOOK_STRATEGY in run.strategies
+        else []
+    )
+    p_s, by_position = estimate_p_s(mdp_traces, confidence)
+    intercept, retrieve_lift, reason_lift = estimate_lifts([*mdp_traces, *anchors], confidence)
+    params, before = run_params(run)
+    calibrated, notes = recalibrate(params, p_s, retrieve_lift, reason_lift)
+    return Calibration(
+        run_id=run.id,
+        confidence=confidence,
+        mdp_episodes=len(mdp_traces),
+        closed_book_episodes=len(anchors),
+        p_s=p_s,
+        p_s_by_position=by_position,
+        intercept=intercept,
+        retrieve_lift=retrieve_lift,
+        reason_lift=reason_lift,
+        params=params,
+        calibrated=calibrated,
+        before=before,
+        after=solve(calibrated),
+        notes=notes,
+    )

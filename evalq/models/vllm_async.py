@@ -1,0 +1,105 @@
+"""The real engine, asynchronous: vLLM's ``AsyncLLM`` on an event loop of its own.
+
+Each request is submitted the moment an episode asks for it and returns the moment it is
+done, so the engine keeps its batch full while episodes take different numbers of steps
+(``evalq.rag.async_runner`` drives them). The engine settings are those of ``LLM()``: the
+engine is built with ``LLM``'s usage context so that vLLM picks the same batch limits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from evalq.config import EngineSettings
+from evalq.models.base import ChatMessage, Generation, GenerationRequest
+from evalq.models.vllm import (
+    ChatRenderer,
+    PromptRecorder,
+    engine_kwargs,
+    load_error,
+    sampling_params,
+)
+from evalq.rag.async_runner import LoopThread
+
+log = logging.getLogger(__name__)
+
+
+class VLLMAsyncEngine:
+    """``AsyncLLM`` behind both the ``Engine`` and the ``AsyncEngine`` protocols."""
+
+    def __init__(self, settings: EngineSettings) -> None:
+        """Build the engine once, on its loop (vLLM binds its output handler to that loop)."""
+        self.settings = settings
+        self._thread = LoopThread("evalq-vllm")
+        self._ids = itertools.count()
+        t0 = time.perf_counter()
+        try:
+            self.llm = self._thread.run(self._build(settings))
+        except (OSError, ValueError) as exc:
+            self._thread.stop()
+            raise load_error(settings, exc) from exc
+        self.start_s = time.perf_counter() - t0
+        self.renderer = ChatRenderer(self.llm.get_tokenizer())
+        self.recorder = PromptRecorder.from_env()
+        log.info("vLLM async engine for %s ready in %.1f s", settings.model, self.start_s)
+
+    @staticmethod
+    async def _build(settings: EngineSettings) -> Any:
+        from vllm.engine.arg_utils import AsyncEngineArgs
+        from vllm.usage.usage_lib import UsageContext
+        from vllm.v1.engine.async_llm import AsyncLLM
+
+        args = AsyncEngineArgs(**engine_kwargs(settings))
+        return AsyncLLM.from_engine_args(args, usage_context=UsageContext.LLM_CLASS)
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The loop every ``agenerate`` runs on."""
+        return self._thread.loop
+
+    def render(self, messages: Sequence[ChatMessage]) -> str:
+        """The prompt text for a conversation."""
+        return self.renderer.render(messages)
+
+    async def agenerate(self, request: GenerationRequest) -> Generation:
+        """One request; latency is its own time from submission to its last token."""
+        from vllm.sampling_params import RequestOutputKind
+
+        prompt = self.render(request.messages)
+        params = sampling_params(request)
+        # Only the finished output is wanted: no per-token streaming overhead.
+        params.output_kind = RequestOutputKind.FINAL_ONLY
+        t0 = time.perf_counter()
+        final = None
+        async for out in self.llm.generate(prompt, params, request_id=f"evalq-{next(self._ids)}"):
+            final = out
+        elapsed = time.perf_counter() - t0
+        if final is None:
+            raise RuntimeError("vLLM returned no output for a request")
+        self.recorder.record([prompt], [params])
+        return Generation(
+            text=final.outputs[0].text,
+            prompt_tokens=len(final.prompt_token_ids or ()),
+            completion_tokens=len(final.outputs[0].token_ids),
+            latency_s=elapsed,
+        )
+
+    def generate(self, requests: Sequence[GenerationRequest]) -> list[Generation]:
+        """A whole batch at once (all submitted together), in order."""
+
+        async def batch() -> list[Generation]:
+            return list(await asyncio.gather(*(self.agenerate(r) for r in requests)))
+
+        return self._thread.run(batch()) if requests else []
+
+    def close(self) -> None:
+        """Shut the engine down (its core process too) and stop the loop."""
+        try:
+            self.llm.shutdown()
+        finally:
+            self._thread.stop()

@@ -1,0 +1,369 @@
+"""Drive many episodes against an asynchronous engine, each at its own pace.
+
+The step-synchronous driver (``evalq.rag.runner``) waits every round for the slowest
+request, and MDP episodes take different numbers of steps, so its batches thin out. Here
+every episode is an asyncio task: the moment one generation finishes, that episode's next
+request goes to the engine, which therefore always holds as many requests as there are
+episodes in flight. Retrievals are micro-batched: the requests arriving within one loop tick
+(and while the previous search runs) are answered by one search per corpus.
+
+The tasks run on the engine's own event loop (a thread); the caller's thread keeps what
+the ``Driver`` protocol promises: it pulls episodes from the source, polls ``should_stop``
+and receives each result over a queue, in whatever thread it calls from.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import queue
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Iterator, Sequence
+from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
+
+from evalq.models.base import Engine, Generation, GenerationRequest
+from evalq.rag.episode import EpisodeResult, RetrievalRequest, Retrieved
+from evalq.rag.retrievers import Hit
+from evalq.rag.runner import PendingEpisode, Retrievers, _advance
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+@runtime_checkable
+class AsyncEngine(Protocol):
+    """An engine that serves one request at a time, concurrently, on its own event loop."""
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The running loop (in its own thread) that ``agenerate`` must be awaited on."""
+        ...
+
+    async def agenerate(self, request: GenerationRequest) -> Generation:
+        """Generate one completion; many calls may be in flight at once."""
+        ...
+
+
+class LoopThread:
+    """An asyncio event loop running forever in a daemon thread, for an engine to own."""
+
+    def __init__(self, name: str = "evalq-loop") -> None:
+        """Start the loop and wait until it runs."""
+        self.loop = asyncio.new_event_loop()
+        started = threading.Event()
+
+        def main() -> None:
+            asyncio.set_event_loop(self.loop)
+            self.loop.call_soon(started.set)
+            self.loop.run_forever()
+
+        self._thread = threading.Thread(target=main, name=name, daemon=True)
+        self._thread.start()
+        started.wait()
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
+        """Run ``coro`` on the loop from another thread and return its result."""
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def stop(self) -> None:
+        """Cancel what still runs on the loop, stop it and join its thread."""
+        if self.loop.is_closed():
+            return
+
+        async def cancel_rest() -> None:
+            rest = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in rest:
+                task.cancel()
+            await asyncio.gather(*rest, return_exceptions=True)
+
+        try:
+            self.run(cancel_rest(), timeout=10)
+        except (concurrent.futures.TimeoutError, RuntimeError):
+            log.warning("tasks still running as the loop stops")
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(timeout=30)
+        if not self._thread.is_alive():
+            self.loop.close()
+
+
+class MicroBatcher(Generic[T, R]):
+    """Collects single calls made on a loop and serves them in batches, one batch at a time.
+
+    Calls arriving within one loop tick, plus those arriving while the previous batch runs,
+    form the next batch. ``serve`` runs in one worker thread (so it may block, and never runs
+    twice at once) and gets the items grouped by ``key``; a failure fails the whole batch.
+    """
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        serve: Callable[[Any, list[T]], Sequence[R]],
+        key: Callable[[T], Any] = lambda _: None,
+        executor: concurrent.futures.Executor | None = None,
+    ) -> None:
+        """Serve batches with ``serve(key, items)`` on ``executor`` (else a private thread)."""
+        self._loop = loop
+        self._serve = serve
+        self._key = key
+        self._own_executor = executor is None
+        self._executor = executor or concurrent.futures.ThreadPoolExecutor(1)
+        self._pending: list[tuple[T, asyncio.Future[R]]] = []
+        self._busy = False
+        self._scheduled = False
+
+    def submit(self, item: T) -> Awaitable[R]:
+        """Queue one item (from a task on the loop); await the returned future for its reply."""
+        fut: asyncio.Future[R] = self._loop.create_future()
+        self._pending.append((item, fut))
+        if not self._busy and not self._scheduled:
+            self._scheduled = True
+            self._loop.call_soon(self._flush)
+        return fut
+
+    def close(self) -> None:
+        """Release the private thread (a shared executor stays with its owner)."""
+        if self._own_executor:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+
+    def _flush(self) -> None:
+        self._scheduled = False
+        if self._busy or not self._pending:
+            return
+        batch, self._pending = self._pending, []
+        self._busy = True
+        self._loop.create_task(self._run(batch))
+
+    async def _run(self, batch: list[tuple[T, asyncio.Future[R]]]) -> None:
+        groups: dict[Any, list[tuple[T, asyncio.Future[R]]]] = defaultdict(list)
+        for item, fut in batch:
+            if not fut.cancelled():
+                groups[self._key(item)].append((item, fut))
+        try:
+            for key, members in groups.items():
+                try:
+                    replies = await self._loop.run_in_executor(
+                        self._executor, self._serve, key, [item for item, _ in members]
+                    )
+                    if len(replies) != len(members):
+                        raise RuntimeError(f"{len(replies)} replies for {len(members)} requests")
+                except Exception as exc:
+                    for _, fut in members:
+                        if not fut.done():
+                            fut.set_exception(exc)
+                    continue
+                for (_, fut), reply in zip(members, replies, strict=True):
+                    if not fut.done():
+                        fut.set_result(reply)
+        finally:
+            self._busy = False
+            if self._pending:
+                self._flush()
+
+
+class BatchedAsyncEngine:
+    """Any batch ``Engine`` seen as an ``AsyncEngine``: concurrent calls become batches.
+
+    Lets the async driver run over a plain engine (test engines, a recording wrapper):
+    requests made while a batch generates form the next batch.
+    """
+
+    def __init__(self, engine: Engine, loop: asyncio.AbstractEventLoop) -> None:
+        """Wrap ``engine``; its ``generate`` runs on a private thread, one batch at a time."""
+        self.engine = engine
+        self._loop = loop
+        self._batcher: MicroBatcher[GenerationRequest, Generation] = MicroBatcher(
+            loop, lambda _, requests: engine.generate(requests)
+        )
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The loop the wrapped engine is served from."""
+        return self._loop
+
+    async def agenerate(self, request: GenerationRequest) -> Generation:
+        """One request, answered from the next batch."""
+        return await self._batcher.submit(request)
+
+    def generate(self, requests: Sequence[GenerationRequest]) -> list[Generation]:
+        """The wrapped engine's own batch call."""
+        return self.engine.generate(requests)
+
+    def close(self) -> None:
+        """Release the batching thread (the wrapped engine stays as it is)."""
+        self._batcher.close()
+
+
+class _Searches:
+    """Micro-batched retrieval: one ``Retrievers.search`` per (corpus, k) per batch."""
+
+    def __init__(
+        self,
+        retrievers: Retrievers,
+        loop: asyncio.AbstractEventLoop,
+        executor: concurrent.futures.Executor,
+    ) -> None:
+        self.retrievers = retrievers
+        self.batcher: MicroBatcher[RetrievalRequest, Retrieved] = MicroBatcher(
+            loop, self._serve, key=lambda r: (r.corpus, r.k), executor=executor
+        )
+
+    def _serve(self, key: tuple[str, int], reqs: list[RetrievalRequest]) -> list[Retrieved]:
+        corpus, k = key
+        t0 = time.perf_counter()
+        hits: list[list[Hit]] = self.retrievers.search(
+            corpus, [r.query for r in reqs], k, [r.exclude for r in reqs]
+        )
+        per = (time.perf_counter() - t0) / len(reqs)
+        return [Retrieved(h, per) for h in hits]
+
+
+class AsyncDriver:
+    """The ``Driver`` that runs every episode as a task on the engine's event loop.
+
+    One instance lives as long as its worker. All its searches run on one thread of its own,
+    so shards that run at the same time never build or query an index concurrently. A plain
+    batch engine is wrapped in ``BatchedAsyncEngine`` on a loop of the driver's own.
+    """
+
+    def __init__(self) -> None:
+        """Start the search thread; a loop is made only if a plain engine is ever driven."""
+        self._lock = threading.Lock()
+        self._search_thread = concurrent.futures.ThreadPoolExecutor(
+            1, thread_name_prefix="evalq-search"
+        )
+        self._wrapped: dict[int, tuple[Engine, BatchedAsyncEngine]] = {}
+        self._own_loop: LoopThread | None = None
+
+    def close(self) -> None:
+        """Release the search thread and the driver's own loop, if it made one."""
+        with self._lock:
+            self._search_thread.shutdown(wait=False, cancel_futures=True)
+            for _, wrapped in self._wrapped.values():
+                wrapped.close()
+            self._wrapped.clear()
+            if self._own_loop is not None:
+                self._own_loop.stop()
+                self._own_loop = None
+
+    def async_engine(self, engine: Engine) -> AsyncEngine:
+        """``engine`` itself when it is asynchronous, else a batching wrapper around it."""
+        if isinstance(engine, AsyncEngine):
+            return engine
+        with self._lock:
+            held = self._wrapped.get(id(engine))
+            if held is None or held[0] is not engine:
+                if self._own_loop is None:
+                    self._own_loop = LoopThread("evalq-driver")
+                held = (engine, BatchedAsyncEngine(engine, self._own_loop.loop))
+                self._wrapped[id(engine)] = held
+            return held[1]
+
+    def __call__(
+        self,
+        episodes: Iterable[PendingEpisode],
+        engine: Engine,
+        retrievers: Retrievers,
+        *,
+        concurrency: int,
+        should_stop: Callable[[], bool] = lambda: False,
+    ) -> Iterator[EpisodeResult]:
+        """Run ``episodes`` with at most ``concurrency`` in flight; yield each as it finishes.
+
+        Semantics match ``run_episodes``: an episode whose own code raises becomes an error
+        result; an engine or retrieval failure propagates (and cancels the rest).
+        """
+        if concurrency < 1:
+            raise ValueError(f"concurrency must be at least 1, got {concurrency}")
+        aengine = self.async_engine(engine)
+        loop = aengine.loop
+        searches = _Searches(retrievers, loop, self._search_thread)
+        done: queue.SimpleQueue[asyncio.Task[EpisodeResult]] = queue.SimpleQueue()
+        tasks: set[asyncio.Task[EpisodeResult]] = set()
+
+        def start(batch: list[PendingEpisode]) -> None:  # on the loop
+            for pending in batch:
+                task = loop.create_task(_drive(pending, aengine, searches))
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+                task.add_done_callback(done.put)
+
+        source = iter(episodes)
+        in_flight = 0
+        exhausted = False
+        try:
+            while True:
+                batch: list[PendingEpisode] = []
+                while not exhausted and in_flight + len(batch) < concurrency and not should_stop():
+                    pending = next(source, None)
+                    if pending is None:
+                        exhausted = True
+                    else:
+                        batch.append(pending)
+                if batch:
+                    loop.call_soon_threadsafe(start, batch)
+                    in_flight += len(batch)
+                if in_flight == 0:
+                    return
+                finished = done.get()
+                in_flight -= 1
+                yield finished.result()
+        finally:
+            if in_flight:
+                _cancel_all(loop, tasks)
+
+
+async def _drive(
+    pending: PendingEpisode, engine: AsyncEngine, searches: _Searches
+) -> EpisodeResult:
+    """Step one episode: answer each action as soon as it is asked."""
+    reply: Any = None
+    first = True
+    while True:
+        action = _advance(pending, reply, first=first)
+        first = False
+        if isinstance(action, EpisodeResult):
+            return action
+        if isinstance(action, GenerationRequest):
+            reply = await engine.agenerate(action)
+        elif isinstance(action, RetrievalRequest):
+            reply = await searches.batcher.submit(action)
+        else:
+            raise TypeError(f"episode yielded {type(action).__name__}, not an action")
+
+
+def _cancel_all(loop: asyncio.AbstractEventLoop, tasks: set[asyncio.Task[EpisodeResult]]) -> None:
+    """Cancel the episodes still running (their engine requests are aborted) and wait."""
+
+    async def cancel() -> None:
+        live = list(tasks)
+        for task in live:
+            task.cancel()
+        await asyncio.gather(*live, return_exceptions=True)
+
+    try:
+        asyncio.run_coroutine_threadsafe(cancel(), loop).result(timeout=60)
+    except (concurrent.futures.TimeoutError, RuntimeError):
+        log.warning("episodes still running after cancel; leaving them to the engine")
+
+
+def run_episodes_async(
+    episodes: Iterable[PendingEpisode],
+    engine: Engine,
+    retrievers: Retrievers,
+    *,
+    concurrency: int,
+    should_stop: Callable[[], bool] = lambda: False,
+) -> Iterator[EpisodeResult]:
+    """One-off ``AsyncDriver`` call (a worker keeps one driver instead)."""
+    driver = AsyncDriver()
+    try:
+        yield from driver(
+            episodes, engine, retrievers, concurrency=concurrency, should_stop=should_stop
+        )
+    finally:
+        driver.close()

@@ -11,6 +11,7 @@ Each line is one object::
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,9 @@ from evalq.data.question import Question
 from evalq.errors import UserError
 
 ALL = "all"
+# What no database stores as text: NUL (Postgres refuses it) and unpaired surrogates (not
+# UTF-8). JSON can still spell both (\u0000, \ud800), so such a row is invalid as a whole.
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
 
 def load(path: str | Path, difficulty: str = ALL, corpus: str | None = None) -> list[Question]:
@@ -93,6 +97,10 @@ def parse_row(line: str, line_no: int, corpus: str | None) -> Question:
         return _invalid(fallback_id, corpus, f"not valid JSON ({error.msg})")
     if not isinstance(row, dict):
         return _invalid(fallback_id, corpus, "not a JSON object")
+    if _unstorable(row):
+        return _invalid(
+            fallback_id, corpus, "holds a NUL character or an unpaired surrogate (\\u0000, \\ud800)"
+        )
 
     raw_id = row.get("id")
     if isinstance(raw_id, int) and not isinstance(raw_id, bool):
@@ -149,6 +157,17 @@ def parse_row(line: str, line_no: int, corpus: str | None) -> Question:
         gold_passages=tuple(gold_passages),
         aliases=tuple(aliases),
     )
+
+
+def _unstorable(value: object) -> bool:
+    """Whether any key or string anywhere in a parsed JSON value holds unstorable text."""
+    if isinstance(value, str):
+        return _UNSTORABLE.search(value) is not None
+    if isinstance(value, dict):
+        return any(_unstorable(k) or _unstorable(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_unstorable(v) for v in value)
+    return False
 
 
 def _is_string_list(value: object) -> bool:

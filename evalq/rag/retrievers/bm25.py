@@ -5,12 +5,18 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import re
 import shutil
 import tempfile
 from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any
+
+# bm25s runs a JAX op when it is imported if JAX is installed; on a GPU host JAX would then
+# take the GPU (it preallocates 75% of its memory) before vLLM starts. Retrieval top-k needs
+# no accelerator, so JAX stays on the CPU unless the user chose otherwise.
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 import bm25s
 
@@ -20,6 +26,8 @@ from evalq.rag.corpus import Corpus
 from evalq.rag.retrievers import Hit
 
 log = logging.getLogger(__name__)
+# bm25s sets its own logger to DEBUG on import; users should not see its chatter.
+logging.getLogger("bm25s").setLevel(logging.WARNING)
 
 # Part of the cache key: change it whenever tokenisation or index parameters change.
 _INDEX_FORMAT = "bm25s-lucene-k1=1.5-b=0.75-lower-stopwords=en-v1"
@@ -122,7 +130,11 @@ class BM25Retriever:
         # Fetch enough that every query keeps k hits after dropping its seen passages.
         n_fetch = min(len(self._passage_ids), k + max(len(ids) for ids in excluded))
         documents, scores = self._index.retrieve(
-            _tokenize(list(queries)), k=n_fetch, show_progress=False, n_threads=0
+            _tokenize(list(queries)),
+            k=n_fetch,
+            show_progress=False,
+            n_threads=0,
+            backend_selection="numpy",
         )
         results: list[list[Hit]] = []
         for doc_row, score_row, seen in zip(documents, scores, excluded, strict=True):

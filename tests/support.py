@@ -8,8 +8,10 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
@@ -17,7 +19,7 @@ import redis
 from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
 
-from evalq.db.models import Episode, Run
+from evalq.db.models import Episode, Run, Shard, Step
 from evalq.db.session import open_store
 
 REPO = Path(__file__).resolve().parents[1]
@@ -34,14 +36,16 @@ def free_port() -> int:
 class RedisServer:
     """A real redis-server process on its own port, which a test may stop and restart."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, password: str | None = None) -> None:
         self.workdir = workdir
         self.port = free_port()
+        self.password = password
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis://{auth}127.0.0.1:{self.port}/0"
 
     def start(self) -> None:
         binary = shutil.which("redis-server")
@@ -60,6 +64,7 @@ class RedisServer:
                 "no",
                 "--dir",
                 str(self.workdir),
+                *(["--requirepass", self.password] if self.password else []),
             ],
             stdout=subprocess.DEVNULL,
         )
@@ -169,16 +174,141 @@ def episode_count(db_url: str, run_id: int) -> int:
         return int(s.scalar(select(func.count()).where(Episode.run_id == run_id)) or 0)
 
 
-def wait_for_run(db_url: str, run_id: int, workers: list[Worker], timeout: float = 300) -> None:
-    """Until the run is done; fails early if every worker has died."""
+def wait_for_run(
+    db_url: str,
+    run_id: int,
+    workers: list[Worker],
+    timeout: float = 300,
+    until: tuple[str, ...] = ("done",),
+) -> None:
+    """Until the run's status is one of ``until``; fails early if every worker has died."""
     store = open_store(db_url)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         with store.session() as s:
             run = s.get(Run, run_id)
-            if run is not None and run.status == "done":
+            if run is not None and run.status in until:
                 return
         if workers and all(w.proc.poll() is not None for w in workers):
             raise RuntimeError("all workers died:\n" + workers[-1].log()[-3000:])
         time.sleep(0.5)
     raise TimeoutError(f"run {run_id} not done after {timeout} s")
+
+
+@dataclass(frozen=True)
+class RunCheck:
+    """A run's stored episodes against the episodes it should have."""
+
+    expected: int
+    stored: int
+    lost: int
+    duplicated: int
+    steps_mismatched: int
+
+
+def check_run(db_url: str, run_id: int) -> RunCheck:
+    """Count the expected episodes missing, those stored twice, and partial step sets."""
+    with open_store(db_url).session() as s:
+        run = s.get(Run, run_id)
+        assert run is not None
+        expected = {
+            (str(q), strategy, rep)
+            for shard in s.scalars(select(Shard).where(Shard.run_id == run_id))
+            for q in shard.question_ids
+            for strategy in run.strategies
+            for rep in range(run.repeats)
+        }
+        keys = [
+            (q, st, r)
+            for q, st, r in s.execute(
+                select(Episode.question_id, Episode.strategy, Episode.repeat).where(
+                    Episode.run_id == run_id
+                )
+            )
+        ]
+        step_counts = (
+            select(Step.episode_id, func.count().label("n")).group_by(Step.episode_id).subquery()
+        )
+        mismatched = s.scalar(
+            select(func.count())
+            .select_from(Episode)
+            .outerjoin(step_counts, step_counts.c.episode_id == Episode.id)
+            .where(Episode.run_id == run_id, func.coalesce(step_counts.c.n, 0) != Episode.steps)
+        )
+    return RunCheck(
+        expected=len(expected),
+        stored=len(keys),
+        lost=len(expected - set(keys)),
+        duplicated=len(keys) - len(set(keys)),
+        steps_mismatched=int(mismatched or 0),
+    )
+
+
+class PrivatePostgres:
+    """A throwaway Postgres cluster on a free port, which a test may restart at will.
+
+    ``initdb`` refuses to run as root, so as root the cluster runs as the ``postgres`` user,
+    in a folder of its own under the system's temporary folder (pytest's are private).
+    """
+
+    def __init__(self) -> None:
+        bindir = _postgres_bindir()
+        if bindir is None:
+            raise RuntimeError("no Postgres server binaries (initdb, pg_ctl) on this machine")
+        self.bindir = bindir
+        self.workdir = Path(tempfile.mkdtemp(prefix="evalq-pg-"))
+        self.data = self.workdir / "data"
+        self.port = free_port()
+        self.prefix: list[str] = []
+        if os.geteuid() == 0:
+            self.prefix = ["runuser", "-u", "postgres", "--"]
+            shutil.chown(self.workdir, "postgres")
+
+    @property
+    def url(self) -> str:
+        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres"
+
+    def _ctl(self, *args: str) -> None:
+        subprocess.run(
+            [*self.prefix, str(self.bindir / "pg_ctl"), "-D", str(self.data), "-w", *args],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+    def start(self) -> None:
+        if not self.data.exists():
+            subprocess.run(
+                [
+                    *self.prefix,
+                    str(self.bindir / "initdb"),
+                    *("-D", str(self.data), "-U", "postgres", "-A", "trust", "--no-sync"),
+                ],
+                check=True,
+                stdout=subprocess.DEVNULL,
+            )
+        options = f"-p {self.port} -k {self.workdir} -c listen_addresses=127.0.0.1 -c fsync=off"
+        self._ctl("-o", options, "-l", str(self.workdir / "postgres.log"), "start")
+
+    def stop(self) -> None:
+        self._ctl("-m", "fast", "stop")
+
+    def remove(self) -> None:
+        """Stop the cluster if it runs, and delete its files."""
+        if (self.data / "postmaster.pid").exists():
+            self.stop()
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def restart(self, down_for: float = 0.0) -> None:
+        """Stop (fast: every connection is cut), stay down a while, start again."""
+        self.stop()
+        time.sleep(down_for)
+        self.start()
+
+
+def _postgres_bindir() -> Path | None:
+    found = shutil.which("pg_ctl")
+    if found:
+        return Path(found).parent
+    versions = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"))
+    return versions[-1].parent if versions else None

@@ -86,7 +86,7 @@ def wait_for_run(
                     if p.strategy not in tasks:
                         tasks[p.strategy] = bar.add_task(p.strategy, total=p.total)
                     bar.update(tasks[p.strategy], completed=p.done)
-            if status == "done":
+            if status in queries.RUN_FINISHED:
                 return
             if worker.poll() is not None:
                 raise UserError(

@@ -47,9 +47,16 @@ def _register() -> None:
     for command in (*run.COMMANDS, worker.worker, db.db, demo.demo):
         cli.add_command(command)
     from evalq.cli.analysis import compare_command, export_command, report_command
+    from evalq.cli.compose import compose
+    from evalq.cli.corpus import COMMANDS as corpus_commands
+    from evalq.cli.fleet import fleet
+    from evalq.cli.generate import generate
     from evalq.cli.mdp import mdp
+    from evalq.cli.suite import suite
 
-    for extra in (mdp, compare_command, export_command, report_command):
+    fleet.add_command(compose)
+    extras = (mdp, compare_command, export_command, report_command, generate, suite, fleet)
+    for extra in (*extras, *corpus_commands):
         cli.add_command(extra)
 
 

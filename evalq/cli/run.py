@@ -12,7 +12,9 @@ import click
 from rich import box
 from rich.console import Console
 from rich.table import Table
+from sqlalchemy.orm import Session
 
+from evalq.cli.seed_flags import with_seed_flags
 from evalq.config import Settings
 from evalq.db import queries
 from evalq.db.models import Run
@@ -43,12 +45,29 @@ from evalq.scheduler.submit import RunRequest, resume, submit
 @click.option("--max-tokens", type=int, default=32, show_default=True, help="Answer length cap.")
 @click.option("--temperature", type=float, default=0.0, show_default=True)
 @click.option("--ignore-eos", is_flag=True, help="Fixed output lengths (benchmarks only).")
-@click.option("--mdp-preset", default="base", show_default=True, help="base, multi_gpu, early.")
+@click.option(
+    "--mdp-preset",
+    default="multi_gpu",
+    show_default=True,
+    help="base, multi_gpu or early (base's solved policy never retrieves; see docs/mdp.md).",
+)
 @click.option(
     "--mdp-set", "mdp_set", multiple=True, metavar="KEY=VALUE", help="Override an MDP parameter."
 )
 @click.option("--k-step", type=int, default=3, show_default=True, help="Passages per retrieve.")
 @click.option("--max-steps", type=int, default=10, show_default=True, help="MDP step cap.")
+@click.option(
+    "--corpus",
+    default=None,
+    help="Corpus to retrieve from, for jsonl: and oran-bench (see `evalq corpus list`).",
+)
+@click.option(
+    "--retriever",
+    type=click.Choice(["bm25", "dense"]),
+    default="bm25",
+    show_default=True,
+    help="dense needs the 'dense' extra.",
+)
 @click.pass_obj
 def submit_cmd(
     settings: Settings,
@@ -68,8 +87,10 @@ def submit_cmd(
     mdp_set: tuple[str, ...],
     k_step: int,
     max_steps: int,
-) -> None:
-    """Sample questions, write the run and its shards, and enqueue them."""
+    corpus: str | None,
+    retriever: str,
+) -> int:
+    """Sample questions, write the run and its shards, and enqueue them; returns the run id."""
     from evalq.data.registry import DATASETS
 
     info = DATASETS.get(dataset)
@@ -90,9 +111,12 @@ def submit_cmd(
         mdp_overrides=parse_assignments(mdp_set),
         k_step=k_step,
         max_steps=max_steps,
+        corpus=corpus,
+        retriever=retriever,
     )
     run_id = submit(settings, req)
     click.echo(f"run {run_id}: {n} questions x {len(strategies)} strategies queued for {model}")
+    return run_id
 
 
 def parse_assignments(items: tuple[str, ...]) -> dict[str, str]:
@@ -140,20 +164,43 @@ def _aware(t: datetime) -> datetime:
 
 @click.command("status")
 @click.argument("run_id", type=int, required=False)
+@click.option("--watch", is_flag=True, help="Redraw progress and workers live (Ctrl-C to leave).")
+@click.option(
+    "--interval", type=float, default=2.0, show_default=True, help="Seconds between redraws."
+)
 @click.pass_obj
-def status_cmd(settings: Settings, run_id: int | None) -> None:
-    """Progress of one run, or of the latest runs."""
+def status_cmd(settings: Settings, run_id: int | None, watch: bool, interval: float) -> None:
+    """Progress of one run, or of the latest runs, and the fleet's workers."""
+    from evalq.cli.watch import watch_status, workers_view
+
+    if interval <= 0:
+        raise UserError(f"--interval must be positive, got {interval}")
+    if watch:
+        watch_status(settings, run_id, interval)
+        return
     store = open_store(settings.database_url)
     console = Console()
     with store.session() as s:
         runs = [queries.get_run(s, run_id)] if run_id is not None else queries.latest_runs(s, 5)
         if not runs:
             click.echo("no runs yet: start one with `evalq submit`")
-            return
         for run in runs:
             console.print(progress_table(run, queries.run_progress(s, run)))
             counts = queries.shard_counts(s, run.id)
             console.print("shards: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+            for line in problem_lines(s, run.id):
+                console.print(line, markup=False, highlight=False, soft_wrap=True)
+        console.print(workers_view(s))
+
+
+def problem_lines(session: Session, run_id: int) -> list[str]:
+    """Failed shards with their reasons, and the commonest episode errors."""
+    lines = [
+        f"shard {sh.index} failed after {sh.attempts} deliveries: {sh.error}"
+        for sh in queries.failed_shards(session, run_id)
+    ]
+    lines += [f"{n} episodes failed: {why}" for why, n in queries.episode_errors(session, run_id)]
+    return lines
 
 
 def _fmt(v: float | None, pct: bool = False, digits: int = 3) -> str:
@@ -252,4 +299,4 @@ def cancel_cmd(settings: Settings, run_id: int) -> None:
     click.echo(f"run {run_id} cancelled; `evalq resume {run_id}` continues it")
 
 
-COMMANDS = [submit_cmd, status_cmd, results_cmd, resume_cmd, cancel_cmd]
+COMMANDS = [with_seed_flags(submit_cmd), status_cmd, results_cmd, resume_cmd, cancel_cmd]

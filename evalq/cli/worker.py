@@ -4,78 +4,141 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import click
 
 from evalq.config import Settings
 
+F = TypeVar("F", bound=Callable[..., Any])
+
+# Engine and driver options, shared with ``evalq fleet`` (which forwards them to each worker):
+# parameter name -> (flag, click keyword arguments). Boolean pairs are "--x/--no-x" flags.
+WORKER_OPTIONS: dict[str, tuple[str, dict[str, Any]]] = {
+    "tokenizer": ("--tokenizer", {"help": "Tokenizer folder, if not the model's."}),
+    "load_format": ("--load-format", {"help": "vLLM load format (dummy: random weights)."}),
+    "dtype": ("--dtype", {"help": "auto, bfloat16, float16, ..."}),
+    "quantization": ("--quantization", {"help": "vLLM quantization method (awq, fp8, ...)."}),
+    "max_model_len": ("--max-model-len", {"type": int, "help": "Context length limit."}),
+    "max_num_seqs": ("--max-num-seqs", {"type": int, "help": "Sequences per engine step."}),
+    "max_num_batched_tokens": (
+        "--max-num-batched-tokens",
+        {"type": int, "help": "Tokens per engine step."},
+    ),
+    "gpu_memory_utilization": (
+        "--gpu-memory-utilization",
+        {"type": float, "help": "Fraction of GPU memory."},
+    ),
+    "enforce_eager": ("--enforce-eager/--no-enforce-eager", {"help": "Skip graphs/compile."}),
+    "prefix_caching": ("--prefix-caching/--no-prefix-caching", {"help": "vLLM prefix caching."}),
+    "concurrency": (
+        "--concurrency",
+        {"type": int, "help": "Episodes in flight per shard.  [default: 256]"},
+    ),
+    "driver": (
+        "--driver",
+        {
+            "type": click.Choice(["auto", "async", "batch"]),
+            "help": "async: each episode at its own pace (AsyncLLM); batch: step-synchronous "
+            "batches (LLM.generate). auto: async for vLLM and asynchronous engines.",
+        },
+    ),
+    "shards_in_flight": (
+        "--shards-in-flight",
+        {
+            "type": int,
+            "help": "Shards run at once, so one shard's tail overlaps the next one's start "
+            "(async driver only).  [default: 2 with async, 1 with batch]",
+        },
+    ),
+    "engine_factory": (
+        "--engine",
+        {
+            "metavar": "MODULE:CALLABLE",
+            "help": "Engine factory taking EngineSettings (default: vLLM).",
+        },
+    ),
+}
+
+
+def worker_options(func: F) -> F:
+    """Decorate a command with every engine and driver option (all default to None)."""
+    for name, (flag, kwargs) in reversed(WORKER_OPTIONS.items()):
+        func = click.option(flag, name, default=None, **kwargs)(func)
+    return func
+
+
+def worker_argv(options: dict[str, Any]) -> list[str]:
+    """The ``evalq worker`` flags that reproduce the given (non-None) option values."""
+    argv: list[str] = []
+    for name, value in options.items():
+        if value is None or name not in WORKER_OPTIONS:
+            continue
+        flag = WORKER_OPTIONS[name][0]
+        if "/" in flag:
+            on, off = flag.split("/")
+            argv.append(on if value else off)
+        else:
+            argv += [flag, str(value)]
+    return argv
+
 
 @click.command("worker")
 @click.option("--model", required=True, help="Model name or folder (evalq/tiny-random: random).")
 @click.option("--gpus", default="0", show_default=True, help="CUDA_VISIBLE_DEVICES, e.g. 0 or 0,1.")
-@click.option("--tokenizer", default=None, help="Tokenizer folder, if not the model's.")
-@click.option("--load-format", default=None, help="vLLM load format (dummy: random weights).")
-@click.option("--dtype", default=None, help="auto, bfloat16, float16, ...")
-@click.option("--quantization", default=None, help="vLLM quantization method (awq, fp8, ...).")
-@click.option("--max-model-len", type=int, default=None, help="Context length limit.")
-@click.option("--max-num-seqs", type=int, default=None, help="Sequences per engine step.")
-@click.option("--max-num-batched-tokens", type=int, default=None, help="Tokens per engine step.")
-@click.option("--gpu-memory-utilization", type=float, default=None, help="Fraction of GPU memory.")
 @click.option("--tensor-parallel-size", type=int, default=None, help="GPUs per engine.")
-@click.option("--enforce-eager/--no-enforce-eager", default=None, help="Skip graphs/compile.")
-@click.option("--prefix-caching/--no-prefix-caching", default=None, help="vLLM prefix caching.")
-@click.option(
-    "--concurrency", type=int, default=256, show_default=True, help="Episodes in flight per shard."
-)
 @click.option("--queue", default=None, help="Queue to consume (default: the model's queue).")
 @click.option("--name", default=None, help="Worker node name (default gpu<ids>@<host>).")
 @click.option(
-    "--engine",
-    "engine_factory",
+    "--metrics-port",
+    type=int,
     default=None,
-    metavar="MODULE:CALLABLE",
-    help="Engine factory taking EngineSettings (default: vLLM).",
+    envvar="EVALQ_METRICS_PORT",
+    help="Serve Prometheus metrics on this port at /metrics (default: none).",
 )
+@click.option(
+    "--heartbeat-interval",
+    type=float,
+    default=10.0,
+    show_default=True,
+    envvar="EVALQ_HEARTBEAT_INTERVAL",
+    help="Seconds between heartbeats; 3 missed ones mark the worker stale.",
+)
+@worker_options
 @click.pass_obj
 def worker(
     settings: Settings,
+    /,
     model: str,
     gpus: str,
-    tokenizer: str | None,
-    load_format: str | None,
-    dtype: str | None,
-    quantization: str | None,
-    max_model_len: int | None,
-    max_num_seqs: int | None,
-    max_num_batched_tokens: int | None,
-    gpu_memory_utilization: float | None,
     tensor_parallel_size: int | None,
-    enforce_eager: bool | None,
-    prefix_caching: bool | None,
-    concurrency: int,
     queue: str | None,
     name: str | None,
-    engine_factory: str | None,
+    metrics_port: int | None,
+    heartbeat_interval: float,
+    **options: Any,
 ) -> None:
     """Serve a model's shards until stopped (SIGTERM finishes the current shard first)."""
     # Before anything imports torch: the engine must only ever see its own GPUs.
     os.environ["CUDA_VISIBLE_DEVICES"] = gpus
+    from evalq.errors import UserError
     from evalq.models.registry import engine_settings_for
     from evalq.worker.main import serve
 
+    concurrency = options.pop("concurrency")
+    if concurrency is not None and concurrency < 1:
+        raise UserError(f"--concurrency must be at least 1, got {concurrency}")
+    if heartbeat_interval <= 0:
+        raise UserError(f"--heartbeat-interval must be positive, got {heartbeat_interval}")
+    shards_in_flight = options.pop("shards_in_flight")
+    if shards_in_flight is not None and shards_in_flight < 1:
+        raise UserError(f"--shards-in-flight must be at least 1, got {shards_in_flight}")
+    driver = options.pop("driver") or "auto"
+    engine_factory = options.pop("engine_factory")
+    options["enable_prefix_caching"] = options.pop("prefix_caching")
     engine_settings = engine_settings_for(
-        model,
-        tokenizer=tokenizer,
-        load_format=load_format,
-        dtype=dtype,
-        quantization=quantization,
-        max_model_len=max_model_len,
-        max_num_seqs=max_num_seqs,
-        max_num_batched_tokens=max_num_batched_tokens,
-        gpu_memory_utilization=gpu_memory_utilization,
-        tensor_parallel_size=tensor_parallel_size,
-        enforce_eager=enforce_eager,
-        enable_prefix_caching=prefix_caching,
+        model, tensor_parallel_size=tensor_parallel_size, **options
     )
     node = name or f"gpu{gpus.replace(',', '-')}@{socket.gethostname()}"
     serve(
@@ -84,6 +147,10 @@ def worker(
         model=model,
         node=node,
         queue=queue,
-        concurrency=concurrency,
+        concurrency=256 if concurrency is None else concurrency,
         engine_factory=engine_factory,
+        driver=driver,
+        shards_in_flight=shards_in_flight,
+        metrics_port=metrics_port,
+        heartbeat_interval=heartbeat_interval,
     )

@@ -151,3 +151,8 @@ class Threshold(Base):
     theta_star: Mapped[float] = mapped_column(Float)
     iterations: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+# Tables declared in their own modules join the same metadata (imported last: they need Base).
+import evalq.db.generate  # noqa: E402
+import evalq.db.workers  # noqa: E402, F401

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import case, delete, func, select, update
+from sqlalchemy import insert as sa_insert
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -47,18 +48,50 @@ def delete_run(session: Session, run_id: int) -> None:
     session.execute(delete(Run).where(Run.id == run_id))
 
 
-def claim_shard(session: Session, shard_id: int, worker: str) -> tuple[Run, Shard] | None:
-    """Mark a shard running for ``worker``; None when there is nothing left to do."""
-    shard = session.get(Shard, shard_id)
-    if shard is None or shard.status == "done":
+# Run statuses: queued -> running -> done | done_with_failures; cancelled at any time.
+# Shard statuses: queued -> running -> done | failed; cancelled when its run was.
+# "failed" is final until `evalq resume`: the shard's message is gone from the broker.
+RUN_FINISHED = ("done", "done_with_failures")
+SHARD_SETTLED = ("done", "failed")
+# A shard claimed again while the database still says "running" was left by a worker that
+# died mid-shard. After this many such deliveries it is a poison shard and is given up.
+DEFAULT_MAX_DELIVERIES = 3
+
+
+def claim_shard(
+    session: Session, shard_id: int, worker: str, max_deliveries: int = DEFAULT_MAX_DELIVERIES
+) -> tuple[Run, Shard] | None:
+    """Mark a shard running for ``worker``; None when there is nothing to do.
+
+    Nothing to do: the shard is done or failed, its run is cancelled (the shard is then
+    marked cancelled), or it has been delivered ``max_deliveries`` times and every delivery
+    ended without it finishing: it is then marked failed with the reason, and the run
+    settles if that was its last open shard.
+    """
+    shard = session.get(Shard, shard_id, with_for_update=True)
+    if shard is None or shard.status in SHARD_SETTLED:
         return None
     run = session.get(Run, shard.run_id)
-    if run is None or run.status == "cancelled":
+    if run is None:
+        return None
+    if run.status == "cancelled":
+        shard.status = "cancelled"
+        return None
+    if shard.status == "running" and shard.attempts >= max_deliveries:
+        shard.status = "failed"
+        shard.finished_at = utcnow()
+        shard.error = (
+            f"given up after {shard.attempts} deliveries: each ended without the shard "
+            f"finishing, its worker gone (last {shard.worker}); `evalq resume {run.id}` retries"
+        )
+        session.flush()
+        settle_run(session, run.id)
         return None
     shard.status = "running"
     shard.attempts += 1
     shard.worker = worker
     shard.started_at = utcnow()
+    shard.error = None
     if run.status == "queued":
         run.status = "running"
     return run, shard
@@ -74,15 +107,8 @@ def stored_keys(session: Session, run_id: int, question_ids: Iterable[str]) -> s
     return {(q, s, r) for q, s, r in rows}
 
 
-def write_episode(
-    session: Session, run_id: int, shard_id: int, result: EpisodeResult, worker: str
-) -> bool:
-    """Store an episode and its steps once; a second write of the same key is a no-op.
-
-    Returns:
-        True when this call stored it, False when it was already there.
-    """
-    row: dict[str, Any] = {
+def _episode_row(run_id: int, shard_id: int, result: EpisodeResult, worker: str) -> dict[str, Any]:
+    return {
         "run_id": run_id,
         "shard_id": shard_id,
         "question_id": result.question_id,
@@ -110,49 +136,147 @@ def write_episode(
         "worker": worker,
         "finished_at": utcnow(),
     }
+
+
+def write_episodes(
+    session: Session, run_id: int, shard_id: int, results: Sequence[EpisodeResult], worker: str
+) -> int:
+    """Store episodes and their steps once each; keys already stored are left alone.
+
+    One multi-row ``INSERT ... ON CONFLICT DO NOTHING RETURNING`` for the episodes and one
+    executemany for the steps of those this call inserted: per-row ORM inserts capped the
+    bookkeeping path far below what a GPU produces.
+
+    Returns:
+        How many episodes this call stored (the others were already there).
+    """
+    if not results:
+        return 0
     insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
     stmt = (
         insert(Episode)
-        .values(**row)
+        .values([_episode_row(run_id, shard_id, r, worker) for r in results])
         .on_conflict_do_nothing(index_elements=["run_id", "question_id", "strategy", "repeat"])
-        .returning(Episode.id)
+        .returning(Episode.id, Episode.question_id, Episode.strategy, Episode.repeat)
     )
-    episode_id = session.execute(stmt).scalar_one_or_none()
-    if episode_id is None:
-        return False
-    session.add_all(
-        Step(episode_id=episode_id, index=i, **step.__dict__) for i, step in enumerate(result.steps)
-    )
-    return True
+    stored = {(q, st, rep): eid for eid, q, st, rep in session.execute(stmt)}
+    steps = [
+        {"episode_id": stored[key], "index": i, **step.__dict__}
+        for r in results
+        if (key := (r.question_id, r.strategy, r.repeat)) in stored
+        for i, step in enumerate(r.steps)
+    ]
+    if steps:
+        session.execute(sa_insert(Step), steps)
+    return len(stored)
+
+
+def write_episode(
+    session: Session, run_id: int, shard_id: int, result: EpisodeResult, worker: str
+) -> bool:
+    """Store one episode and its steps once; True when this call stored it."""
+    return write_episodes(session, run_id, shard_id, [result], worker) == 1
+
+
+def _locked_shard(session: Session, shard_id: int) -> Shard | None:
+    """The shard, after locking its run's row.
+
+    Two workers finishing a run's last two shards at once would each, under Postgres's
+    READ COMMITTED, count the other's shard as open and neither would settle the run.
+    Locking the run first serialises them (SQLite serialises every writer anyway).
+    """
+    run_id = session.scalar(select(Shard.run_id).where(Shard.id == shard_id))
+    if run_id is None:
+        return None
+    session.execute(select(Run.id).where(Run.id == run_id).with_for_update())
+    return session.get(Shard, shard_id, populate_existing=True)
 
 
 def finish_shard(session: Session, shard_id: int) -> None:
-    """Mark a shard done, and its run done when it was the last one."""
-    shard = session.get(Shard, shard_id)
+    """Mark a shard done, and settle its run when it was the last open shard."""
+    shard = _locked_shard(session, shard_id)
     if shard is None:
         return
     shard.status = "done"
     shard.finished_at = utcnow()
     shard.error = None
     session.flush()
-    left = session.scalar(
-        select(func.count())
-        .select_from(Shard)
-        .where(Shard.run_id == shard.run_id, Shard.status != "done")
-    )
-    if left == 0:
-        session.execute(
-            update(Run)
-            .where(Run.id == shard.run_id, Run.status != "cancelled")
-            .values(status="done", finished_at=utcnow())
-        )
+    settle_run(session, shard.run_id)
 
 
 def fail_shard(session: Session, shard_id: int, error: str) -> None:
-    """Record why a shard's attempt failed; it stays resumable."""
+    """Record why a shard failed; it stays failed until ``evalq resume``."""
+    shard = _locked_shard(session, shard_id)
+    if shard is None:
+        return
+    shard.status = "failed"
+    shard.finished_at = utcnow()
+    shard.error = error[:4000]
+    session.flush()
+    settle_run(session, shard.run_id)
+
+
+def stop_shard(session: Session, shard_id: int) -> None:
+    """A running shard stopped because its run was cancelled."""
     session.execute(
-        update(Shard).where(Shard.id == shard_id).values(status="failed", error=error[:4000])
+        update(Shard)
+        .where(Shard.id == shard_id, Shard.status == "running")
+        .values(status="cancelled")
     )
+
+
+def settle_run(session: Session, run_id: int) -> None:
+    """Finish a run whose shards are all settled: done, or done_with_failures."""
+    counts = shard_counts(session, run_id)
+    if any(status not in SHARD_SETTLED for status in counts):
+        return
+    status = "done_with_failures" if counts.get("failed") else "done"
+    session.execute(
+        update(Run)
+        .where(Run.id == run_id, Run.status != "cancelled")
+        .values(status=status, finished_at=utcnow())
+    )
+
+
+def reopen_shards(session: Session, run: Run) -> list[Shard]:
+    """Every shard of ``run`` that is not done, set back to queued with a fresh count.
+
+    Returns:
+        The reopened shards, in shard order; the run is running again if there are any.
+    """
+    shards = unfinished_shards(session, run.id)
+    for shard in shards:
+        shard.status = "queued"
+        shard.attempts = 0
+        shard.error = None
+    if shards:
+        run.status = "running"
+        run.finished_at = None
+    else:
+        settle_run(session, run.id)
+    return shards
+
+
+def orphaned_shards(
+    session: Session, queue_of: Callable[[str], str], queue: str, node: str | None
+) -> list[Shard]:
+    """Open shards of active runs on ``queue``: those of ``node`` if given, else all.
+
+    A shard "running" for the worker node that is starting now was left by that node's
+    previous life. With ``node`` None (the broker lost its queues), every queued or
+    running shard of a queued or running run is an orphan.
+    """
+    query = (
+        select(Shard, Run.model)
+        .join(Run, Run.id == Shard.run_id)
+        .where(Run.status.in_(("queued", "running")))
+        .order_by(Shard.run_id, Shard.index)
+    )
+    if node is None:
+        query = query.where(Shard.status.in_(("queued", "running")))
+    else:
+        query = query.where(Shard.status == "running", Shard.worker == node)
+    return [shard for shard, model in session.execute(query) if queue_of(model) == queue]
 
 
 def unfinished_shards(session: Session, run_id: int) -> list[Shard]:
@@ -223,6 +347,30 @@ def shard_counts(session: Session, run_id: int) -> dict[str, int]:
         select(Shard.status, func.count()).where(Shard.run_id == run_id).group_by(Shard.status)
     )
     return {status: int(n) for status, n in rows}
+
+
+def failed_shards(session: Session, run_id: int) -> list[Shard]:
+    """The run's failed shards with their reasons, in shard order."""
+    return list(
+        session.scalars(
+            select(Shard)
+            .where(Shard.run_id == run_id, Shard.status == "failed")
+            .order_by(Shard.index)
+        )
+    )
+
+
+def episode_errors(session: Session, run_id: int, limit: int = 5) -> list[tuple[str, int]]:
+    """The commonest reasons of the run's error episodes, with how many each."""
+    n = func.count().label("n")
+    rows = session.execute(
+        select(Episode.error, n)
+        .where(Episode.run_id == run_id, Episode.status == "error")
+        .group_by(Episode.error)
+        .order_by(n.desc(), Episode.error)
+        .limit(limit)
+    )
+    return [(str(reason), int(count)) for reason, count in rows]
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,18 +22,24 @@ MIGRATIONS = Path(__file__).with_name("migrations")
 
 
 def mask_url(url: str | URL) -> str:
-    """The URL with any password replaced by ***, safe for logs and messages."""
+    """The URL with any password replaced by ***, safe for logs and messages.
+
+    A URL too malformed to parse has everything up to its last ``@`` masked instead.
+    """
     try:
         return make_url(url).render_as_string(hide_password=True)
-    except ArgumentError:
-        return "<unparseable URL>"
+    except (ArgumentError, ValueError):
+        scheme, sep, rest = str(url).rpartition("://")
+        if "@" in rest:
+            rest = "***@" + rest.rsplit("@", 1)[1]
+        return f"{scheme}{sep}{rest}"
 
 
 def _normalise(url: str) -> URL:
     try:
         parsed = make_url(url)
-    except ArgumentError as exc:
-        raise UserError(f"database URL {url!r} is not a valid SQLAlchemy URL") from exc
+    except (ArgumentError, ValueError) as exc:
+        raise UserError(f"database URL {mask_url(url)!r} is not a valid SQLAlchemy URL") from exc
     backend = parsed.get_backend_name()
     if backend == "postgresql" and parsed.drivername == "postgresql":
         parsed = parsed.set(drivername="postgresql+psycopg")  # psycopg 3 is what we ship
@@ -49,8 +56,19 @@ def make_engine(url: str) -> Engine:
     """
     parsed = _normalise(url)
     if parsed.get_backend_name() == "sqlite":
+        if parsed.host or parsed.port:
+            raise UserError(
+                f"database URL {mask_url(url)!r} names a host; SQLite is a file: "
+                "sqlite:///relative/path.db or sqlite:////absolute/path.db"
+            )
         if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            folder = Path(parsed.database).expanduser().parent
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise UserError(
+                    f"cannot create the database folder {folder}: {exc.strerror}"
+                ) from None
         engine = create_engine(parsed, connect_args={"timeout": 60})
 
         @event.listens_for(engine, "connect")
@@ -68,7 +86,9 @@ def make_engine(url: str) -> Engine:
 def _alembic_config(engine: Engine) -> Config:
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
-    cfg.set_main_option("sqlalchemy.url", engine.url.render_as_string(hide_password=False))
+    # The config file format interpolates "%": a percent-encoded password must survive it.
+    url = engine.url.render_as_string(hide_password=False)
+    cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
     return cfg
 
 
@@ -84,11 +104,31 @@ def head_revision(engine: Engine) -> str | None:
 
 
 def upgrade(engine: Engine) -> None:
-    """Apply every migration up to head (a no-op when already there)."""
+    """Apply every migration up to head (a no-op when already there).
+
+    Several workers may start at once on a fresh database. Postgres serialises them with
+    an advisory lock (migrations/env.py); a SQLite file gets an exclusive file lock beside
+    it, so the second process finds the schema already at head.
+    """
     cfg = _alembic_config(engine)
-    with engine.begin() as conn:
+    with _sqlite_migration_lock(engine), engine.begin() as conn:
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, "head")
+
+
+@contextmanager
+def _sqlite_migration_lock(engine: Engine) -> Iterator[None]:
+    database = engine.url.database
+    if engine.dialect.name != "sqlite" or not database or database == ":memory:":
+        yield
+        return
+    lock_path = Path(database).expanduser().with_name(Path(database).name + ".migrate-lock")
+    with lock_path.open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 class Store:

@@ -10,23 +10,24 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import redis
 
 import evalq
 from evalq.config import Settings
 from evalq.data.question import Question
-from evalq.data.registry import load_questions
+from evalq.data.registry import check_corpus_exists, load_questions
 from evalq.db import queries
-from evalq.db.models import Run, Shard
+from evalq.db.models import Run
 from evalq.db.session import mask_url, open_store
 from evalq.db.thresholds import thresholds_for
 from evalq.errors import UserError
 from evalq.rag.mdp_solver import PRESETS, MDPParams
+from evalq.rag.retrieval import check_retriever
 from evalq.rag.strategies import GenerationConfig, parse_strategy
 from evalq.rag.strategies.fixed import FixedK
 from evalq.worker.app import RUN_SHARD, make_app, queue_for
 
 log = logging.getLogger(__name__)
-
 
 
 @dataclass(frozen=True)
@@ -43,10 +44,14 @@ class RunRequest:
     shard_size: int = 50
     name: str | None = None
     generation: GenerationConfig = field(default_factory=GenerationConfig)
-    mdp_preset: str = "base"
+    # The seed's multi-GPU preset: base's solved policy never retrieves (theta_cont = 0).
+    mdp_preset: str = "multi_gpu"
     mdp_overrides: dict[str, Any] = field(default_factory=dict)
     k_step: int = 3
     max_steps: int = 10
+    # A shipped or user corpus for a dataset that ships none (jsonl:, oran-bench).
+    corpus: str | None = None
+    retriever: str = "bm25"
 
 
 def mdp_params(req: RunRequest) -> MDPParams:
@@ -72,8 +77,16 @@ def check_broker(broker_url: str) -> None:
     """Fail fast, with one line, when the broker does not answer."""
     try:
         app = make_app(Settings(broker_url=broker_url))
+        # Bounded reads too: a TLS handshake with a plain server (rediss:// to redis) waits
+        # for bytes that never come.
+        app.conf.broker_transport_options = {
+            **app.conf.broker_transport_options,
+            "socket_timeout": 5,
+            "socket_connect_timeout": 5,
+        }
         with app.connection_for_write() as conn:
             conn.ensure_connection(max_retries=1, interval_start=0, interval_step=0, timeout=5)
+            conn.default_channel.client.ping()
     except Exception as exc:
         raise UserError(f"broker {mask_url(broker_url)} is unreachable: {exc}") from exc
 
@@ -107,7 +120,10 @@ def _validate(req: RunRequest) -> list[Question]:
     strategies = [parse_strategy(s) for s in req.strategies]
     if len({s.name for s in strategies}) != len(strategies):
         raise UserError("the same strategy is named twice")
-    questions = load_questions(req.dataset, req.difficulty)
+    check_retriever(req.retriever)
+    if req.corpus is not None:
+        check_corpus_exists(req.corpus)
+    questions = load_questions(req.dataset, req.difficulty, req.corpus)
     if req.n > len(questions):
         raise UserError(
             f"--n {req.n} is larger than {req.dataset} ({req.difficulty}): "
@@ -117,7 +133,7 @@ def _validate(req: RunRequest) -> list[Question]:
     if retrieving and all(q.corpus is None for q in questions):
         raise UserError(
             f"{req.dataset} ships no corpus, so {', '.join(retrieving)} cannot retrieve; "
-            "use fixed:k=0 (closed-book) or a dataset with a corpus"
+            "use fixed:k=0 (closed-book), or name one with --corpus (see `evalq corpus list`)"
         )
     return questions
 
@@ -156,7 +172,12 @@ def submit(settings: Settings, req: RunRequest) -> int:
                 model=req.model,
                 strategies=names,
                 repeats=req.repeats,
-                config={"generation": asdict(req.generation), "mdp": mdp},
+                config={
+                    "generation": asdict(req.generation),
+                    "mdp": mdp,
+                    "corpus": req.corpus,
+                    "retriever": req.retriever,
+                },
                 code_version=code_version(),
                 status="queued",
             ),
@@ -174,6 +195,11 @@ def submit(settings: Settings, req: RunRequest) -> int:
     return run_id
 
 
+# A key per queue that lives only in the broker: absent, the broker has lost everything it
+# held (restarted without persistence, flushed, replaced) since work was last enqueued.
+BROKER_MARK = "evalq:broker-mark:"
+
+
 def enqueue(settings: Settings, model: str, shard_ids: Sequence[int]) -> None:
     """One Celery message per shard on the model's queue, over one connection."""
     app = make_app(settings)
@@ -182,22 +208,71 @@ def enqueue(settings: Settings, model: str, shard_ids: Sequence[int]) -> None:
         conn.ensure_connection(max_retries=1)
         for shard_id in shard_ids:
             app.send_task(RUN_SHARD, args=[shard_id], queue=queue, producer=producer, retry=False)
+    _mark_broker(settings.broker_url, queue)
+
+
+def _redis(broker_url: str) -> redis.Redis | None:
+    """A client for a Redis broker; None for any other kind of broker."""
+    if not broker_url.startswith(("redis://", "rediss://", "unix://")):
+        return None
+    return redis.Redis.from_url(broker_url, socket_timeout=10)
+
+
+def _mark_broker(broker_url: str, queue: str) -> bool:
+    """Set the queue's broker mark; True when it was absent (the broker lost its work)."""
+    client = _redis(broker_url)
+    if client is None:
+        return False
+    with client:
+        return bool(client.set(BROKER_MARK + queue, "1", nx=True))
 
 
 def resume(settings: Settings, run_id: int) -> int:
     """Re-enqueue every shard the database says is unfinished; returns how many.
 
     The database is the truth: whatever the broker lost (a restart, a flush, a cancel)
-    is rebuilt from it. A shard enqueued twice is harmless: stored episodes are skipped.
+    is rebuilt from it. Failed and cancelled shards are queued again with a fresh delivery
+    count. A shard enqueued twice is harmless: stored episodes are skipped.
     """
     check_broker(settings.broker_url)
     store = open_store(settings.database_url)
     with store.session() as s:
         run = queries.get_run(s, run_id)
-        pending: list[Shard] = queries.unfinished_shards(s, run_id)
-        if run.status in ("cancelled", "failed") or (pending and run.status == "done"):
-            run.status = "running"
+        shard_ids = [sh.id for sh in queries.reopen_shards(s, run)]
         model = run.model
-        shard_ids = [sh.id for sh in pending]
     enqueue(settings, model, shard_ids)
     return len(shard_ids)
+
+
+def reconcile(settings: Settings, *, queue: str, node: str) -> int:
+    """At worker start: re-enqueue on ``queue`` what the broker no longer carries.
+
+    Two cases, both decided by the database. When the broker mark is gone, the broker lost
+    its queues, so every queued or running shard of an active run on this queue goes back.
+    Otherwise only the shards still "running" for this very node are re-enqueued: a
+    worker starting under a name has no shard running yet, so those were left by its
+    previous life (a crash, a kill). Anything else that died waits for the visibility
+    timeout or ``evalq resume``. Returns the number of shards enqueued.
+    """
+    lost = _mark_broker(settings.broker_url, queue)
+    store = open_store(settings.database_url)
+    by_model: dict[str, list[int]] = {}
+    with store.session() as s:
+        for shard in queries.orphaned_shards(s, queue_for, queue, None if lost else node):
+            by_model.setdefault(shard.run.model, []).append(shard.id)
+    for model, shard_ids in by_model.items():
+        enqueue(settings, model, shard_ids)
+    n = sum(len(ids) for ids in by_model.values())
+    if n:
+        why = "the broker lost its queues" if lost else f"left running by {node}"
+        log.warning("reconcile: %d shards re-enqueued on %s (%s)", n, queue, why)
+    return n
+
+
+def reconcile_on_start(settings: Settings, queue: str, node: str) -> None:
+    """``reconcile`` for a starting worker: a failure is logged, never stops the worker."""
+    try:
+        reconcile(settings, queue=queue, node=node)
+    except Exception as exc:  # the worker still serves; resume covers what this missed
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        log.warning("reconcile on start skipped (%s); `evalq resume RUN` re-enqueues", reason)

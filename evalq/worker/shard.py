@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
+
+from kombu.utils.functional import retry_over_time
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.orm import Session
 
 from evalq.data.question import Question
 from evalq.data.registry import load_questions
@@ -26,6 +30,14 @@ log = logging.getLogger(__name__)
 FLUSH_EVERY = 64
 FLUSH_SECONDS = 2.0
 CANCEL_CHECK_SECONDS = 5.0
+# A database that is restarting, unreachable or locked by another writer is waited for:
+# every transaction is retried, 0.5 s apart at first, 1 s longer each time up to 10 s, for
+# at most DB_RETRY_SECONDS. Retrying is safe: episodes are written once (upsert), a shard's
+# claim and finish are idempotent. Past that, the shard fails (resumable) rather than hang.
+DB_RETRY_SECONDS = 180.0
+DB_RETRYABLE = (OperationalError, InterfaceError)
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -59,6 +71,8 @@ class ShardExecutor:
         worker: str,
         concurrency: int = 256,
         driver: Driver = run_episodes,
+        max_deliveries: int = queries.DEFAULT_MAX_DELIVERIES,
+        db_retry_seconds: float = DB_RETRY_SECONDS,
     ) -> None:
         """Hold the worker's long-lived parts: store, engine, retrievers, driver."""
         self.store = store
@@ -66,41 +80,77 @@ class ShardExecutor:
         self.worker = worker
         self.concurrency = concurrency
         self.driver = driver
+        self.max_deliveries = max_deliveries
+        self.db_retry_seconds = db_retry_seconds
         self.retrievers = CorpusRetrievers()
 
     def run(self, shard_id: int) -> ShardOutcome:
         """Run a shard to completion; a redelivered shard only does what is missing."""
-        with self.store.session() as s:
-            claimed = queries.claim_shard(s, shard_id, self.worker)
+
+        def claim(s: Session) -> tuple[_RunView, list[str], set[queries.EpisodeKey]] | None:
+            claimed = queries.claim_shard(s, shard_id, self.worker, self.max_deliveries)
             if claimed is None:
-                return ShardOutcome(shard_id, "skipped")
+                return None
             run, shard = claimed
-            view = _view(run)
             question_ids = [str(q) for q in shard.question_ids]
-            done = queries.stored_keys(s, view.id, question_ids)
+            return _view(run), question_ids, queries.stored_keys(s, run.id, question_ids)
+
+        claimed = self.transact(claim)
+        if claimed is None:
+            return ShardOutcome(shard_id, "skipped")
+        view, question_ids, done = claimed
         try:
             stored, cancelled = self._run_episodes(view, shard_id, question_ids, done)
             if cancelled:
+                self.transact(lambda s: queries.stop_shard(s, shard_id))
                 return ShardOutcome(shard_id, "cancelled", stored, len(done))
-            with self.store.session() as s:
-                queries.finish_shard(s, shard_id)
+            self.transact(lambda s: queries.finish_shard(s, shard_id))
             return ShardOutcome(shard_id, "done", stored, len(done))
         except Exception as exc:
-            with self.store.session() as s:
-                queries.fail_shard(s, shard_id, f"{type(exc).__name__}: {exc}")
+            reason = f"{type(exc).__name__}: {exc}"
+            try:
+                self.transact(lambda s: queries.fail_shard(s, shard_id, reason))
+            except DB_RETRYABLE:
+                log.exception("shard %d: could not record its failure", shard_id)
             raise
+
+    def transact(self, work: Callable[[Session], T]) -> T:
+        """Run ``work`` in one transaction, retried with backoff while the database is away."""
+
+        def attempt() -> T:
+            with self.store.session() as s:
+                return work(s)
+
+        def waiting(exc: Exception, intervals: Iterator[float], retries: int) -> float:
+            pause = next(intervals)
+            reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+            log.warning("database unavailable (%s); retry %d in %.1f s", reason, retries + 1, pause)
+            return pause
+
+        result: T = retry_over_time(  # type: ignore[no-untyped-call]
+            attempt,
+            DB_RETRYABLE,
+            errback=waiting,
+            interval_start=0.5,
+            interval_step=1.0,
+            interval_max=10.0,
+            timeout=self.db_retry_seconds,
+        )
+        return result
 
     def _run_episodes(
         self, run: _RunView, shard_id: int, question_ids: list[str], done: set[queries.EpisodeKey]
     ) -> tuple[int, bool]:
-        questions = {q.id: q for q in load_questions(run.dataset, run.difficulty)}
+        questions = {
+            q.id: q for q in load_questions(run.dataset, run.difficulty, run.config.get("corpus"))
+        }
         strategies = [parse_strategy(spec, run.config.get("mdp", {})) for spec in run.strategies]
         generation = GenerationConfig.from_json(run.config.get("generation", {}))
         costs = run.config.get("mdp", {})
         buffer: list[EpisodeResult] = []
         stored = 0
         last_flush = time.monotonic()
-        cancel = _CancelCheck(self.store, run.id)
+        cancel = _CancelCheck(self.transact, run.id)
 
         def pending() -> Iterator[PendingEpisode]:
             for qid in question_ids:
@@ -126,7 +176,7 @@ class ShardExecutor:
         results = self.driver(
             pending(),
             self.engine,
-            self.retrievers,
+            self.retrievers.using(run.config.get("retriever", "bm25")),
             concurrency=self.concurrency,
             should_stop=cancel,
         )
@@ -141,8 +191,11 @@ class ShardExecutor:
     def _flush(self, run_id: int, shard_id: int, buffer: list[EpisodeResult]) -> int:
         if not buffer:
             return 0
-        with self.store.session() as s:
-            n = sum(queries.write_episode(s, run_id, shard_id, r, self.worker) for r in buffer)
+
+        def write(s: Session) -> int:
+            return queries.write_episodes(s, run_id, shard_id, buffer, self.worker)
+
+        n = self.transact(write)
         buffer.clear()
         return n
 
@@ -150,8 +203,8 @@ class ShardExecutor:
 class _CancelCheck:
     """Polls the run's status now and then, so a cancel stops new episodes."""
 
-    def __init__(self, store: Store, run_id: int) -> None:
-        self.store = store
+    def __init__(self, transact: Callable[[Callable[[Session], str]], str], run_id: int) -> None:
+        self.transact = transact
         self.run_id = run_id
         self.cancelled = False
         self._last = time.monotonic()
@@ -159,8 +212,8 @@ class _CancelCheck:
     def __call__(self) -> bool:
         if not self.cancelled and time.monotonic() - self._last > CANCEL_CHECK_SECONDS:
             self._last = time.monotonic()
-            with self.store.session() as s:
-                self.cancelled = queries.get_run(s, self.run_id).status == "cancelled"
+            status = self.transact(lambda s: queries.get_run(s, self.run_id).status)
+            self.cancelled = status == "cancelled"
         return self.cancelled
 
 

@@ -14,6 +14,7 @@ from sqlalchemy import select
 from support import TINY, RedisServer, Worker, create_postgres_db, drop_postgres_db, wait_for_run
 
 from evalq.cli.main import cli
+from evalq.db import queries
 from evalq.db.models import Episode, Step
 from evalq.db.session import open_store
 
@@ -104,7 +105,9 @@ def test_forty_questions_two_strategies_are_scored_with_their_passages(
     data = json.loads(evalq(db_url, broker_url, "results", str(run_id), "--format", "json"))
     by = {r["strategy"]: r for r in data["strategies"]}
     assert by["fixed:k=0"]["episodes"] == 40 and by["fixed:k=3"]["episodes"] == 40
-    assert by["fixed:k=3"]["mean_cost"] == pytest.approx(3 * 0.2 + 0.1)
+    with open_store(db_url).session() as s:
+        costs = queries.get_run(s, run_id).config["mdp"]  # its preset prices every strategy
+    assert by["fixed:k=3"]["mean_cost"] == pytest.approx(3 * costs["c_r"] + costs["c_p"])
     assert by["fixed:k=0"]["retrieval_recall"] == 0.0
     status = evalq(db_url, broker_url, "status", str(run_id))
     assert "40/40" in status and "done" in status

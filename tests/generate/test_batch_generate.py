@@ -65,7 +65,9 @@ def test_500_prompts_over_two_workers_come_back_in_input_order(
 def test_killing_a_worker_mid_job_still_returns_all_500(
     sqlite_url: str, redis_url: str, tmp_path: Path, stop_all: list[Worker]
 ) -> None:
-    workers = _workers(sqlite_url, redis_url, tmp_path, delay="0.15")
+    # A chunk is one engine batch; holding each for a second makes the kill land inside one
+    # (at 0.15 s the worker could finish it between the poll that saw it and the kill).
+    workers = _workers(sqlite_url, redis_url, tmp_path, delay="1.0")
     stop_all += workers
     client = Client(
         MODEL, database_url=sqlite_url, broker_url=redis_url, chunk_size=16, lease_s=2.0

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import cast
+from typing import Any, TypeVar, cast
 
 import click
 from rich.console import Console
@@ -28,11 +28,44 @@ from evalq.report.export import EXPORT_FORMATS, ExportFormat, export_run
 from evalq.report.html import write_report
 from evalq.report.summary import StatsOptions
 
+F = TypeVar("F", bound=Callable[..., Any])
+
 
 class AnalysisUsageError(click.ClickException):
     """A user error (unknown run or strategy, bad database): one ``Error:`` line, exit 2."""
 
     exit_code = 2
+
+
+def bootstrap_options(command: F) -> F:
+    """The interval options ``compare`` and ``report`` share, with one meaning in both."""
+    options = [
+        click.option(
+            "--confidence",
+            type=click.FloatRange(0, 1, min_open=True, max_open=True),
+            default=0.95,
+            show_default=True,
+            help="Confidence level of the intervals.",
+        ),
+        click.option(
+            "--resamples",
+            type=click.IntRange(min=1),
+            default=10_000,
+            show_default=True,
+            help="Bootstrap resamples per interval.",
+        ),
+        click.option(
+            "--method",
+            type=click.Choice(["BCa", "percentile"]),
+            default="BCa",
+            show_default=True,
+            help="Bootstrap interval method (percentile is faster on large runs).",
+        ),
+        click.option("--seed", type=int, default=0, show_default=True, help="Bootstrap seed."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
 
 
 @contextmanager
@@ -97,28 +130,7 @@ def _choose_strategies(
     default="table",
     show_default=True,
 )
-@click.option(
-    "--confidence",
-    type=click.FloatRange(0, 1, min_open=True, max_open=True),
-    default=0.95,
-    show_default=True,
-    help="Confidence level of the intervals.",
-)
-@click.option(
-    "--resamples",
-    type=click.IntRange(min=1),
-    default=10_000,
-    show_default=True,
-    help="Bootstrap resamples per interval.",
-)
-@click.option(
-    "--method",
-    type=click.Choice(["BCa", "percentile"]),
-    default="BCa",
-    show_default=True,
-    help="Bootstrap interval method (percentile is faster on large runs).",
-)
-@click.option("--seed", type=int, default=0, show_default=True, help="Bootstrap seed.")
+@bootstrap_options
 @click.pass_context
 def compare_command(
     ctx: click.Context,
@@ -197,28 +209,7 @@ def export_command(ctx: click.Context, run_id: int, output_format: str, out_dir:
     required=True,
     help="Folder for report.html and the plots as PNG files (created if missing).",
 )
-@click.option(
-    "--confidence",
-    type=click.FloatRange(0, 1, min_open=True, max_open=True),
-    default=0.95,
-    show_default=True,
-    help="Confidence level of the intervals.",
-)
-@click.option(
-    "--resamples",
-    type=click.IntRange(min=1),
-    default=10_000,
-    show_default=True,
-    help="Bootstrap resamples per interval.",
-)
-@click.option(
-    "--method",
-    type=click.Choice(["BCa", "percentile"]),
-    default="BCa",
-    show_default=True,
-    help="Bootstrap interval method (percentile is faster on large runs).",
-)
-@click.option("--seed", type=int, default=0, show_default=True, help="Bootstrap seed.")
+@bootstrap_options
 @click.pass_context
 def report_command(
     ctx: click.Context,

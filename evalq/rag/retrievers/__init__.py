@@ -28,4 +28,25 @@ class Retriever(Protocol):
         ...
 
 
-__all__ = ["Hit", "Retriever"]
+def exclusions(
+    queries: Sequence[str], k: int, exclude: Sequence[Collection[str]] | None
+) -> list[set[str]]:
+    """Each query's seen passage ids, after checking ``k`` and ``exclude`` against ``queries``.
+
+    Raises:
+        ValueError: If ``k`` is negative or ``exclude`` does not match ``queries``.
+    """
+    if k < 0:
+        raise ValueError(f"k must be >= 0, got {k}")
+    excluded = [set(ids) for ids in exclude] if exclude is not None else [set() for _ in queries]
+    if len(excluded) != len(queries):
+        raise ValueError(f"exclude has {len(excluded)} entries for {len(queries)} queries")
+    return excluded
+
+
+def fetch_size(corpus_size: int, k: int, excluded: Sequence[Collection[str]]) -> int:
+    """How many hits to fetch so that every query keeps ``k`` after dropping its seen ones."""
+    return min(corpus_size, k + max(len(ids) for ids in excluded))
+
+
+__all__ = ["Hit", "Retriever", "exclusions", "fetch_size"]

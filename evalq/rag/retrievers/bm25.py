@@ -23,7 +23,7 @@ import bm25s
 from evalq.config import evalq_home
 from evalq.errors import UserError
 from evalq.rag.corpus import Corpus
-from evalq.rag.retrievers import Hit
+from evalq.rag.retrievers import Hit, exclusions, fetch_size
 
 log = logging.getLogger(__name__)
 # bm25s sets its own logger to DEBUG on import; users should not see its chatter.
@@ -117,18 +117,10 @@ class BM25Retriever:
         Raises:
             ValueError: If ``k`` is negative or ``exclude`` does not match ``queries``.
         """
-        if k < 0:
-            raise ValueError(f"k must be >= 0, got {k}")
-        excluded = (
-            [set(ids) for ids in exclude] if exclude is not None else [set() for _ in queries]
-        )
-        if len(excluded) != len(queries):
-            raise ValueError(f"exclude has {len(excluded)} entries for {len(queries)} queries")
+        excluded = exclusions(queries, k, exclude)
         if k == 0 or not queries:
             return [[] for _ in queries]
-
-        # Fetch enough that every query keeps k hits after dropping its seen passages.
-        n_fetch = min(len(self._passage_ids), k + max(len(ids) for ids in excluded))
+        n_fetch = fetch_size(len(self._passage_ids), k, excluded)
         documents, scores = self._index.retrieve(
             _tokenize(list(queries)),
             k=n_fetch,

@@ -27,7 +27,7 @@ import numpy as np
 from evalq.config import evalq_home
 from evalq.errors import UserError
 from evalq.rag.corpus import Corpus
-from evalq.rag.retrievers import Hit
+from evalq.rag.retrievers import Hit, exclusions, fetch_size
 
 log = logging.getLogger(__name__)
 
@@ -186,16 +186,10 @@ class DenseRetriever:
         Raises:
             ValueError: If ``k`` is negative or ``exclude`` does not match ``queries``.
         """
-        if k < 0:
-            raise ValueError(f"k must be >= 0, got {k}")
-        excluded = (
-            [set(ids) for ids in exclude] if exclude is not None else [set() for _ in queries]
-        )
-        if len(excluded) != len(queries):
-            raise ValueError(f"exclude has {len(excluded)} entries for {len(queries)} queries")
+        excluded = exclusions(queries, k, exclude)
         if k == 0 or not queries:
             return [[] for _ in queries]
-        n_fetch = min(len(self._passage_ids), k + max(len(ids) for ids in excluded))
+        n_fetch = fetch_size(len(self._passage_ids), k, excluded)
         scores, rows = self._index.search(_encode(self._encoder, list(queries)), n_fetch)
         results: list[list[Hit]] = []
         for row, score_row, seen in zip(rows.tolist(), scores.tolist(), excluded, strict=True):

@@ -76,9 +76,13 @@ def test_killing_a_worker_mid_job_still_returns_all_500(
     waiter = threading.Thread(target=lambda: result.extend(client.batch_generate(PROMPTS)))
     waiter.start()
     store = open_store(sqlite_url)
+    # Kill w1 just after it claims a chunk, once some outputs are stored. The two workers
+    # run in lockstep (same start, same batch time), so the chunk w1 holds when w2's output
+    # crosses the mark is about to finish too: wait for a chunk w1 has only just taken.
+    first_seen: int | None = None
     held: int | None = None
     deadline = time.monotonic() + 60
-    while held is None:  # kill w1 while it holds a chunk, after some outputs are stored
+    while True:
         assert time.monotonic() < deadline, workers[0].log()[-2000:]
         with store.session() as s:
             done = s.scalar(select(func.count()).where(gen.GenItem.status == "done")) or 0
@@ -87,8 +91,11 @@ def test_killing_a_worker_mid_job_still_returns_all_500(
                     gen.GenChunk.status == "running", gen.GenChunk.worker == "w1"
                 )
             )
-        if done < 48:
-            held = None
+        if done >= 48 and held is not None:
+            if first_seen is None:
+                first_seen = held
+            elif held != first_seen:
+                break
         time.sleep(0.02)
     workers[0].kill()
     waiter.join(timeout=120)

@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import json
+import logging
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from evalq.rag.corpus import Corpus
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -49,4 +57,22 @@ def fetch_size(corpus_size: int, k: int, excluded: Sequence[Collection[str]]) ->
     return min(corpus_size, k + max(len(ids) for ids in excluded))
 
 
-__all__ = ["Hit", "Retriever", "exclusions", "fetch_size"]
+def cache_matches(ids_file: Path, corpus: Corpus) -> bool:
+    """Whether a cached index was built for exactly this corpus's passages, in order.
+
+    An absent, unreadable or mismatched list of ids means the index must be rebuilt.
+    """
+    if not ids_file.is_file():
+        return False
+    try:
+        stored = json.loads(ids_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        log.warning("index cache %s unreadable (%s); rebuilding", ids_file.parent, error)
+        return False
+    if stored != [passage.id for passage in corpus.passages]:
+        log.warning("index cache %s does not match corpus %s; rebuilding", ids_file.parent, corpus)
+        return False
+    return True
+
+
+__all__ = ["Hit", "Retriever", "cache_matches", "exclusions", "fetch_size"]

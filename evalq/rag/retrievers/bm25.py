@@ -23,7 +23,7 @@ import bm25s
 from evalq.config import evalq_home
 from evalq.errors import UserError
 from evalq.rag.corpus import Corpus
-from evalq.rag.retrievers import Hit, exclusions, fetch_size
+from evalq.rag.retrievers import Hit, cache_matches, exclusions, fetch_size
 
 log = logging.getLogger(__name__)
 # bm25s sets its own logger to DEBUG on import; users should not see its chatter.
@@ -160,14 +160,9 @@ def _build_index(corpus: Corpus) -> Any:
 
 def _load_index(index_dir: Path, corpus: Corpus) -> Any | None:
     """The cached index, or None when absent, unreadable or built for other passages."""
-    ids_file = index_dir / _PASSAGE_IDS_FILE
-    if not ids_file.is_file():
+    if not cache_matches(index_dir / _PASSAGE_IDS_FILE, corpus):
         return None
     try:
-        stored_ids = json.loads(ids_file.read_text(encoding="utf-8"))
-        if stored_ids != [passage.id for passage in corpus.passages]:
-            log.warning("index cache %s does not match corpus %s; rebuilding", index_dir, corpus)
-            return None
         return bm25s.BM25.load(str(index_dir), load_corpus=False, show_progress=False)
     except (OSError, ValueError) as error:
         log.warning("index cache %s unreadable (%s); rebuilding", index_dir, error)

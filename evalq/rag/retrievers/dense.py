@@ -27,7 +27,7 @@ import numpy as np
 from evalq.config import evalq_home
 from evalq.errors import UserError
 from evalq.rag.corpus import Corpus
-from evalq.rag.retrievers import Hit, exclusions, fetch_size
+from evalq.rag.retrievers import Hit, cache_matches, exclusions, fetch_size
 
 log = logging.getLogger(__name__)
 
@@ -231,14 +231,9 @@ def _build_index(embeddings: np.ndarray[Any, np.dtype[np.float32]]) -> Any:
 
 def _load_index(index_dir: Path, corpus: Corpus) -> Any | None:
     """The cached index, or None when absent, unreadable or built for other passages."""
-    ids_file = index_dir / _PASSAGE_IDS_FILE
-    if not ids_file.is_file():
+    if not cache_matches(index_dir / _PASSAGE_IDS_FILE, corpus):
         return None
     try:
-        stored_ids = json.loads(ids_file.read_text(encoding="utf-8"))
-        if stored_ids != [passage.id for passage in corpus.passages]:
-            log.warning("dense cache %s does not match corpus %s; rebuilding", index_dir, corpus)
-            return None
         faiss = importlib.import_module("faiss")
         return faiss.read_index(str(index_dir / _INDEX_FILE))
     except (OSError, ValueError, RuntimeError) as error:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import threading
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -105,6 +106,10 @@ def _unknown_dataset(name: str) -> UserError:
     return UserError(f"unknown dataset {name!r}; choose from {choices}")
 
 
+# Held while a dataset is parsed into the cache (see load_questions).
+_LOADING = threading.Lock()
+
+
 def load_questions(name: str, difficulty: str, corpus: str | None = None) -> list[Question]:
     """The questions of a dataset at one difficulty, in a deterministic order.
 
@@ -126,7 +131,8 @@ def load_questions(name: str, difficulty: str, corpus: str | None = None) -> lis
         path = name.removeprefix(JSONL_PREFIX)
         if not path:
             raise UserError(f"give a file after {JSONL_PREFIX!r}, e.g. jsonl:questions.jsonl")
-        return list(_cached_jsonl(path, difficulty, corpus))
+        with _LOADING:
+            return list(_cached_jsonl(path, difficulty, corpus))
     info = DATASETS.get(name)
     if info is None:
         raise _unknown_dataset(name)
@@ -140,7 +146,9 @@ def load_questions(name: str, difficulty: str, corpus: str | None = None) -> lis
             f"unknown difficulty {difficulty!r} for {name}; choose from "
             + ", ".join(info.difficulties)
         )
-    return list(_cached_questions(name, difficulty, corpus))
+    # The shards a worker starts together all ask at once: one parses, the others wait for it.
+    with _LOADING:
+        return list(_cached_questions(name, difficulty, corpus))
 
 
 @functools.lru_cache(maxsize=32)

@@ -37,6 +37,8 @@ class EngineSettings:
     enable_prefix_caching: bool = True
     enforce_eager: bool = False
     seed: int = 0
+    # fcfs: requests in arrival order; priority: by GenerationRequest.priority.
+    scheduling_policy: str = "fcfs"
 
     def to_json(self) -> dict[str, Any]:
         """The settings as a JSON-ready dict (stored with the run for reproducibility)."""

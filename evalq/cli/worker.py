@@ -30,11 +30,31 @@ WORKER_OPTIONS: dict[str, tuple[str, dict[str, Any]]] = {
         "--gpu-memory-utilization",
         {"type": float, "help": "Fraction of GPU memory."},
     ),
+    "scheduling_policy": (
+        "--scheduling-policy",
+        {
+            "type": click.Choice(["fcfs", "priority"]),
+            "help": "fcfs: requests in arrival order; priority: episodes started first are "
+            "served first (async driver).  [default: fcfs]",
+        },
+    ),
     "enforce_eager": ("--enforce-eager/--no-enforce-eager", {"help": "Skip graphs/compile."}),
     "prefix_caching": ("--prefix-caching/--no-prefix-caching", {"help": "vLLM prefix caching."}),
+    "episodes_in_flight": (
+        "--episodes-in-flight",
+        {
+            "type": int,
+            "help": "Episodes under way in the worker, over all its shards.  [default: twice "
+            "the engine's batch (max_num_seqs); 512 where the engine does not say]",
+        },
+    ),
     "concurrency": (
         "--concurrency",
-        {"type": int, "help": "Episodes in flight per shard.  [default: 256]"},
+        {
+            "type": int,
+            "help": "Episodes in flight per shard.  [default: no bound beyond "
+            "--episodes-in-flight]",
+        },
     ),
     "driver": (
         "--driver",
@@ -49,7 +69,7 @@ WORKER_OPTIONS: dict[str, tuple[str, dict[str, Any]]] = {
         {
             "type": int,
             "help": "Shards run at once, so one shard's tail overlaps the next one's start "
-            "(async driver only).  [default: 2 with async, 1 with batch]",
+            "(async driver only).  [default: 4 with async, 1 with batch]",
         },
     ),
     "engine_factory": (
@@ -129,6 +149,9 @@ def worker(
     concurrency = options.pop("concurrency")
     if concurrency is not None and concurrency < 1:
         raise UserError(f"--concurrency must be at least 1, got {concurrency}")
+    episodes = options.pop("episodes_in_flight")
+    if episodes is not None and episodes < 1:
+        raise UserError(f"--episodes-in-flight must be at least 1, got {episodes}")
     if heartbeat_interval <= 0:
         raise UserError(f"--heartbeat-interval must be positive, got {heartbeat_interval}")
     shards_in_flight = options.pop("shards_in_flight")
@@ -147,7 +170,8 @@ def worker(
         model=model,
         node=node,
         queue=queue,
-        concurrency=256 if concurrency is None else concurrency,
+        concurrency=concurrency,
+        episodes=episodes,
         engine_factory=engine_factory,
         driver=driver,
         shards_in_flight=shards_in_flight,

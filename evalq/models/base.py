@@ -19,6 +19,9 @@ class GenerationRequest:
     top_p: float = 1.0
     seed: int | None = None
     ignore_eos: bool = False
+    # Lower runs first when the engine schedules by priority (the async driver numbers
+    # episodes in the order they start, so episodes under way finish before new ones grow).
+    priority: int = 0
 
 
 @dataclass(frozen=True)

@@ -40,8 +40,19 @@ def engine_kwargs(settings: EngineSettings) -> dict[str, Any]:
         "seed": settings.seed,
         "max_num_seqs": settings.max_num_seqs,
         "max_num_batched_tokens": settings.max_num_batched_tokens,
+        "scheduling_policy": settings.scheduling_policy,
     }
     return {k: v for k, v in kwargs.items() if v is not None}
+
+
+def max_num_seqs(engine: Any) -> int | None:
+    """The sequences a built vLLM engine batches per step (its scheduler's limit)."""
+    seqs = getattr(
+        getattr(getattr(engine, "vllm_config", None), "scheduler_config", None),
+        "max_num_seqs",
+        None,
+    )
+    return seqs if isinstance(seqs, int) else None
 
 
 def load_error(settings: EngineSettings, exc: Exception) -> UserError:
@@ -50,8 +61,8 @@ def load_error(settings: EngineSettings, exc: Exception) -> UserError:
     return UserError(f"cannot load model {settings.model!r}: {first}")
 
 
-def sampling_params(request: GenerationRequest) -> SamplingParams:
-    """The sampling parameters of one request, for vLLM."""
+def sampling_params(request: GenerationRequest, *, detokenize: bool = True) -> SamplingParams:
+    """The sampling parameters of one request, for vLLM (``detokenize=False``: ids only)."""
     from vllm import SamplingParams
 
     return SamplingParams(
@@ -60,6 +71,7 @@ def sampling_params(request: GenerationRequest) -> SamplingParams:
         top_p=request.top_p,
         seed=request.seed,
         ignore_eos=request.ignore_eos,
+        detokenize=detokenize,
     )
 
 
@@ -102,6 +114,40 @@ class PromptRecorder:
             out.write("".join(lines))
 
 
+class TokenCodec:
+    """Prompts to token ids and token ids to text, many at a time, in the tokenizer's Rust code.
+
+    vLLM tokenizes each text prompt on its caller's thread, one by one, and detokenizes every
+    new token as it is generated. A worker with a thousand episodes in flight spent a quarter
+    of its run there, on the thread that also feeds the engine (docs/benchmarks.md). Batched
+    ``encode_batch``/``decode_batch`` run in parallel in Rust without the GIL; the engine then
+    gets token ids and skips detokenizing. Prompts are rendered chat templates, which carry
+    their own special tokens, so none are added (vLLM's chat path does the same).
+    """
+
+    def __init__(self, backend: Any) -> None:
+        """Wrap a ``tokenizers.Tokenizer``."""
+        self.backend = backend
+
+    @classmethod
+    def of(cls, tokenizer: Any) -> TokenCodec | None:
+        """The codec of a Hugging Face fast tokenizer; ``None`` for any other kind."""
+        try:
+            from tokenizers import Tokenizer
+        except ImportError:  # pragma: no cover - vLLM depends on it
+            return None
+        backend = getattr(tokenizer, "backend_tokenizer", None)
+        return cls(backend) if isinstance(backend, Tokenizer) else None
+
+    def encode(self, texts: Sequence[str]) -> list[list[int]]:
+        """Token ids of each text, no special tokens added."""
+        return [e.ids for e in self.backend.encode_batch(list(texts), add_special_tokens=False)]
+
+    def decode(self, ids: Sequence[Sequence[int]]) -> list[str]:
+        """Text of each token-id list, special tokens skipped (as vLLM's detokenizer does)."""
+        return list(self.backend.decode_batch([list(i) for i in ids], skip_special_tokens=True))
+
+
 class ChatRenderer:
     """Conversations to prompt text through the tokenizer's chat template."""
 
@@ -129,25 +175,28 @@ class VLLMEngine:
 
         t0 = time.perf_counter()
         try:
-            self.llm = LLM(**engine_kwargs(settings))
+            llm = LLM(**engine_kwargs(settings))
         except (OSError, ValueError) as exc:
             raise load_error(settings, exc) from exc
-        self.start_s = time.perf_counter() - t0
-        self.renderer = ChatRenderer(self.llm.get_tokenizer())
-        self.tokenizer = self.renderer.tokenizer
-        self.recorder = PromptRecorder.from_env()
+        self._attach(llm, time.perf_counter() - t0, PromptRecorder.from_env())
         log.info("vLLM engine for %s ready in %.1f s", settings.model, self.start_s)
 
     @classmethod
     def from_llm(cls, llm: Any) -> VLLMEngine:
         """An engine over an ``LLM`` that is already built (benchmarks share one)."""
         engine = cls.__new__(cls)
-        engine.llm = llm
-        engine.start_s = 0.0
-        engine.renderer = ChatRenderer(llm.get_tokenizer())
-        engine.tokenizer = engine.renderer.tokenizer
-        engine.recorder = PromptRecorder(None)
+        engine._attach(llm, 0.0, PromptRecorder(None))
         return engine
+
+    def _attach(self, llm: Any, start_s: float, recorder: PromptRecorder) -> None:
+        """Serve through ``llm``: its tokenizer renders, encodes and decodes."""
+        self.llm = llm
+        self.start_s = start_s
+        self.renderer = ChatRenderer(llm.get_tokenizer())
+        self.tokenizer = self.renderer.tokenizer
+        self.codec = TokenCodec.of(self.tokenizer)
+        self.max_num_seqs = max_num_seqs(llm.llm_engine)
+        self.recorder = recorder
 
     def render(self, messages: Sequence[ChatMessage]) -> str:
         """The prompt text for a conversation (chat template, or a plain fallback)."""
@@ -158,17 +207,25 @@ class VLLMEngine:
         if not requests:
             return []
         prompts = [self.render(r.messages) for r in requests]
-        params = [sampling_params(r) for r in requests]
+        params = [sampling_params(r, detokenize=self.codec is None) for r in requests]
         t0 = time.perf_counter()
-        outs = self.llm.generate(prompts, params, use_tqdm=False)
+        inputs: list[Any] = prompts
+        if self.codec is not None:
+            inputs = [{"prompt_token_ids": ids} for ids in self.codec.encode(prompts)]
+        outs = self.llm.generate(inputs, params, use_tqdm=False)
+        texts = (
+            [o.outputs[0].text for o in outs]
+            if self.codec is None
+            else self.codec.decode([o.outputs[0].token_ids for o in outs])
+        )
         elapsed = time.perf_counter() - t0
         self.recorder.record(prompts, params)
         return [
             Generation(
-                text=o.outputs[0].text,
+                text=text,
                 prompt_tokens=len(o.prompt_token_ids or ()),
                 completion_tokens=len(o.outputs[0].token_ids),
                 latency_s=elapsed,
             )
-            for o in outs
+            for o, text in zip(outs, texts, strict=True)
         ]

@@ -9,6 +9,7 @@ engine is built with ``LLM``'s usage context so that vLLM picks the same batch l
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import itertools
 import logging
 import time
@@ -20,13 +21,19 @@ from evalq.models.base import ChatMessage, Generation, GenerationRequest
 from evalq.models.vllm import (
     ChatRenderer,
     PromptRecorder,
+    TokenCodec,
     engine_kwargs,
     load_error,
+    max_num_seqs,
     sampling_params,
 )
-from evalq.rag.async_runner import LoopThread
+from evalq.rag.async_runner import LoopThread, MicroBatcher
 
 log = logging.getLogger(__name__)
+
+# Prompts tokenized (or outputs decoded) at once: big enough to spread over the cores, small
+# enough that the engine gets the first of a wave of prompts without waiting for all.
+CODEC_BATCH = 256
 
 
 class VLLMAsyncEngine:
@@ -46,6 +53,31 @@ class VLLMAsyncEngine:
         self.start_s = time.perf_counter() - t0
         self.renderer = ChatRenderer(self.llm.get_tokenizer())
         self.recorder = PromptRecorder.from_env()
+        # Tokenizing and detokenizing leave the loop: the requests of one loop tick go to a
+        # thread as one batch (see TokenCodec). Without a fast tokenizer vLLM does both.
+        self.codec = TokenCodec.of(self.renderer.tokenizer)
+        self.max_num_seqs = max_num_seqs(self.llm)
+        self._codec_thread = concurrent.futures.ThreadPoolExecutor(
+            1, thread_name_prefix="evalq-tokenize"
+        )
+        self._encoder: MicroBatcher[str, list[int]] | None = None
+        self._decoder: MicroBatcher[list[int], str] | None = None
+        if self.codec is not None:
+            codec = self.codec
+            self._encoder = MicroBatcher(
+                self.loop,
+                lambda _, texts: codec.encode(texts),
+                executor=self._codec_thread,
+                max_batch=CODEC_BATCH,
+            )
+            self._decoder = MicroBatcher(
+                self.loop,
+                lambda _, ids: codec.decode(ids),
+                executor=self._codec_thread,
+                max_batch=CODEC_BATCH,
+            )
+        # vLLM refuses a priority unless it schedules by priority.
+        self._by_priority = settings.scheduling_policy == "priority"
         log.info("vLLM async engine for %s ready in %.1f s", settings.model, self.start_s)
 
     @staticmethod
@@ -54,8 +86,12 @@ class VLLMAsyncEngine:
         from vllm.usage.usage_lib import UsageContext
         from vllm.v1.engine.async_llm import AsyncLLM
 
+        from evalq.models.timeline import timeline_loggers
+
         args = AsyncEngineArgs(**engine_kwargs(settings))
-        return AsyncLLM.from_engine_args(args, usage_context=UsageContext.LLM_CLASS)
+        return AsyncLLM.from_engine_args(
+            args, usage_context=UsageContext.LLM_CLASS, stat_loggers=timeline_loggers()
+        )
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
@@ -71,21 +107,31 @@ class VLLMAsyncEngine:
         from vllm.sampling_params import RequestOutputKind
 
         prompt = self.render(request.messages)
-        params = sampling_params(request)
+        params = sampling_params(request, detokenize=self._encoder is None)
         # Only the finished output is wanted: no per-token streaming overhead.
         params.output_kind = RequestOutputKind.FINAL_ONLY
         t0 = time.perf_counter()
         final = None
-        async for out in self.llm.generate(prompt, params, request_id=f"evalq-{next(self._ids)}"):
+        priority = request.priority if self._by_priority else 0
+        request_id = f"evalq-{next(self._ids)}"
+        inputs: Any = prompt
+        if self._encoder is not None:
+            inputs = {"prompt_token_ids": await self._encoder.submit(prompt)}
+        async for out in self.llm.generate(inputs, params, request_id, priority=priority):
             final = out
-        elapsed = time.perf_counter() - t0
         if final is None:
             raise RuntimeError("vLLM returned no output for a request")
+        token_ids = final.outputs[0].token_ids
+        if self._decoder is not None:
+            text = await self._decoder.submit(list(token_ids))
+        else:
+            text = final.outputs[0].text
+        elapsed = time.perf_counter() - t0
         self.recorder.record([prompt], [params])
         return Generation(
-            text=final.outputs[0].text,
+            text=text,
             prompt_tokens=len(final.prompt_token_ids or ()),
-            completion_tokens=len(final.outputs[0].token_ids),
+            completion_tokens=len(token_ids),
             latency_s=elapsed,
         )
 
@@ -103,3 +149,4 @@ class VLLMAsyncEngine:
             self.llm.shutdown()
         finally:
             self._thread.stop()
+            self._codec_thread.shutdown(wait=False, cancel_futures=True)

@@ -16,12 +16,14 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import itertools
 import logging
 import queue
 import threading
 import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Iterator, Sequence
+from dataclasses import replace
 from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
 
 from evalq.models.base import Engine, Generation, GenerationRequest
@@ -33,6 +35,13 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 R = TypeVar("R")
+# How long a shard with no episode under way waits for a free slot before it checks again
+# whether it should stop.
+SLOT_WAIT_S = 1.0
+# Searches served at once: a wave of a thousand episodes retrieving together (every episode
+# starts with a search) gets its first passages after one slice, not after all of them, so
+# the engine has prompts while the rest are searched.
+SEARCH_BATCH = 128
 
 
 @runtime_checkable
@@ -95,8 +104,10 @@ class MicroBatcher(Generic[T, R]):
     """Collects single calls made on a loop and serves them in batches, one batch at a time.
 
     Calls arriving within one loop tick, plus those arriving while the previous batch runs,
-    form the next batch. ``serve`` runs in one worker thread (so it may block, and never runs
-    twice at once) and gets the items grouped by ``key``; a failure fails the whole batch.
+    form the next batch, up to ``max_batch`` items (the rest wait for the one after, so that
+    the first answers of a large wave come back early). ``serve`` runs in one worker thread
+    (so it may block, and never runs twice at once) and gets the items grouped by ``key``; a
+    failure fails the whole batch.
     """
 
     def __init__(
@@ -105,11 +116,13 @@ class MicroBatcher(Generic[T, R]):
         serve: Callable[[Any, list[T]], Sequence[R]],
         key: Callable[[T], Any] = lambda _: None,
         executor: concurrent.futures.Executor | None = None,
+        max_batch: int | None = None,
     ) -> None:
         """Serve batches with ``serve(key, items)`` on ``executor`` (else a private thread)."""
         self._loop = loop
         self._serve = serve
         self._key = key
+        self._max_batch = max_batch
         self._own_executor = executor is None
         self._executor = executor or concurrent.futures.ThreadPoolExecutor(1)
         self._pending: list[tuple[T, asyncio.Future[R]]] = []
@@ -134,7 +147,8 @@ class MicroBatcher(Generic[T, R]):
         self._scheduled = False
         if self._busy or not self._pending:
             return
-        batch, self._pending = self._pending, []
+        cut = self._max_batch or len(self._pending)
+        batch, self._pending = self._pending[:cut], self._pending[cut:]
         self._busy = True
         self._loop.create_task(self._run(batch))
 
@@ -209,7 +223,11 @@ class _Searches:
     ) -> None:
         self.retrievers = retrievers
         self.batcher: MicroBatcher[RetrievalRequest, Retrieved] = MicroBatcher(
-            loop, self._serve, key=lambda r: (r.corpus, r.k), executor=executor
+            loop,
+            self._serve,
+            key=lambda r: (r.corpus, r.k),
+            executor=executor,
+            max_batch=SEARCH_BATCH,
         )
 
     def _serve(self, key: tuple[str, int], reqs: list[RetrievalRequest]) -> list[Retrieved]:
@@ -228,11 +246,21 @@ class AsyncDriver:
     One instance lives as long as its worker. All its searches run on one thread of its own,
     so shards that run at the same time never build or query an index concurrently. A plain
     batch engine is wrapped in ``BatchedAsyncEngine`` on a loop of the driver's own.
+
+    ``max_in_flight`` bounds the episodes under way across all the shards the driver runs at
+    once (each call's ``concurrency`` bounds its own): the engine stays as full as this
+    allows whether the shards are large or small, and never holds more than it can batch.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, max_in_flight: int | None = None) -> None:
         """Start the search thread; a loop is made only if a plain engine is ever driven."""
+        if max_in_flight is not None and max_in_flight < 1:
+            raise ValueError(f"max_in_flight must be at least 1, got {max_in_flight}")
+        self._slots = threading.BoundedSemaphore(max_in_flight) if max_in_flight else None
         self._lock = threading.Lock()
+        # Episodes are numbered as they start, across all shards the driver runs: an engine
+        # that schedules by priority then serves the oldest episodes first.
+        self._started = itertools.count()
         self._search_thread = concurrent.futures.ThreadPoolExecutor(
             1, thread_name_prefix="evalq-search"
         )
@@ -287,40 +315,66 @@ class AsyncDriver:
 
         def start(batch: list[PendingEpisode]) -> None:  # on the loop
             for pending in batch:
-                task = loop.create_task(_drive(pending, aengine, searches))
+                task = loop.create_task(_drive(pending, aengine, searches, next(self._started)))
                 tasks.add(task)
                 task.add_done_callback(tasks.discard)
                 task.add_done_callback(done.put)
 
         source = iter(episodes)
         in_flight = 0
+        held = 0  # slots taken for episodes not started yet
         exhausted = False
         try:
             while True:
                 batch: list[PendingEpisode] = []
                 while not exhausted and in_flight + len(batch) < concurrency and not should_stop():
+                    # A call with nothing under way waits for a slot; others take free ones.
+                    if not self._take_slot(wait=in_flight + len(batch) == 0):
+                        break
+                    held += 1
                     pending = next(source, None)
                     if pending is None:
+                        self._give_slots(1)
+                        held -= 1
                         exhausted = True
                     else:
                         batch.append(pending)
                 if batch:
                     loop.call_soon_threadsafe(start, batch)
                     in_flight += len(batch)
+                    held = 0
                 if in_flight == 0:
-                    return
+                    if exhausted or should_stop():
+                        return
+                    continue  # every slot is taken by other shards: wait again
                 finished = done.get()
                 in_flight -= 1
+                self._give_slots(1)
                 yield finished.result()
         finally:
+            # Whatever ends the call (a failure of the source or of should_stop included),
+            # the worker gets back every slot this call holds.
+            self._give_slots(held)
             if in_flight:
                 _cancel_all(loop, tasks)
+                self._give_slots(in_flight)
+
+    def _take_slot(self, *, wait: bool) -> bool:
+        """One slot of ``max_in_flight`` (always granted without a bound)."""
+        if self._slots is None:
+            return True
+        return self._slots.acquire(timeout=SLOT_WAIT_S) if wait else self._slots.acquire(False)
+
+    def _give_slots(self, n: int) -> None:
+        if self._slots is not None:
+            for _ in range(n):
+                self._slots.release()
 
 
 async def _drive(
-    pending: PendingEpisode, engine: AsyncEngine, searches: _Searches
+    pending: PendingEpisode, engine: AsyncEngine, searches: _Searches, priority: int
 ) -> EpisodeResult:
-    """Step one episode: answer each action as soon as it is asked."""
+    """Step one episode: answer each action as soon as it is asked, at its priority."""
     reply: Any = None
     first = True
     while True:
@@ -329,7 +383,7 @@ async def _drive(
         if isinstance(action, EpisodeResult):
             return action
         if isinstance(action, GenerationRequest):
-            reply = await engine.agenerate(action)
+            reply = await engine.agenerate(replace(action, priority=priority))
         elif isinstance(action, RetrievalRequest):
             reply = await searches.batcher.submit(action)
         else:

@@ -26,13 +26,18 @@ log = logging.getLogger(__name__)
 
 # vLLM's AsyncLLM: the engine the async driver is built for.
 ASYNC_VLLM = "evalq.models.vllm_async:VLLMAsyncEngine"
-# Two shards at once: while one shard's last (longest) episodes finish, the next one's
-# episodes already fill the batch, so the engine never idles between shards.
-ASYNC_SHARDS_IN_FLIGHT = 2
+# Shards at once: while one shard's last (longest) episodes finish, the next ones' episodes
+# already fill the batch, so the engine never idles between shards; the episodes under way
+# are bounded for the worker as a whole (episodes_in_flight), so small shards fill it too.
+ASYNC_SHARDS_IN_FLIGHT = 4
+DEFAULT_EPISODES_IN_FLIGHT = 512
 
 
-def choose_driver(name: str, engine: Engine) -> Driver:
+def choose_driver(name: str, engine: Engine, episodes: int | None = None) -> Driver:
     """The driver ``--driver`` names; ``auto`` is async exactly when the engine is.
+
+    The async driver keeps at most ``episodes`` under way across its shards (unbounded when
+    ``None``).
 
     Raises:
         UserError: ``name`` is not auto, async or batch.
@@ -40,7 +45,7 @@ def choose_driver(name: str, engine: Engine) -> Driver:
     if name == "auto":
         name = "async" if isinstance(engine, AsyncEngine) else "batch"
     if name == "async":
-        return AsyncDriver()
+        return AsyncDriver(max_in_flight=episodes)
     if name == "batch":
         return run_episodes
     raise UserError(f"unknown --driver {name!r}: choose auto, async or batch")
@@ -65,6 +70,20 @@ def pool_args(driver: Driver, shards_in_flight: int | None) -> list[str]:
     )
 
 
+def episodes_in_flight(engine: Engine) -> int:
+    """Episodes a worker keeps under way, over all its shards, unless told otherwise.
+
+    Twice the sequences the engine batches: an episode is away from the engine between its
+    requests (its search, its next prompt), so the engine only stays full with more
+    episodes under way than it runs. Engines that do not say how many sequences they batch
+    get ``DEFAULT_EPISODES_IN_FLIGHT``.
+    """
+    seqs = getattr(engine, "max_num_seqs", None)
+    if not isinstance(seqs, int) or seqs < 1:
+        return DEFAULT_EPISODES_IN_FLIGHT
+    return 2 * seqs
+
+
 def serve(
     settings: Settings,
     engine_settings: EngineSettings,
@@ -72,7 +91,8 @@ def serve(
     model: str,
     node: str,
     queue: str | None,
-    concurrency: int,
+    concurrency: int | None,
+    episodes: int | None = None,
     engine_factory: str | None = None,
     driver: str = "auto",
     shards_in_flight: int | None = None,
@@ -102,8 +122,12 @@ def serve(
     if engine_factory is None and driver != "batch":
         engine_factory = ASYNC_VLLM
     engine = meter_engine(load_engine(engine_settings, engine_factory))
-    chosen = choose_driver(driver, engine)
+    if episodes is None:
+        episodes = episodes_in_flight(engine)
+    chosen = choose_driver(driver, engine, episodes)
     pool = pool_args(chosen, shards_in_flight)
+    if concurrency is None:
+        concurrency = episodes  # no bound per shard beyond the worker's
     observed = observe_driver(chosen, lambda _: beat.add_episodes(1))
     executor = ShardExecutor(store, engine, worker=node, concurrency=concurrency, driver=observed)
     app = make_app(settings)
@@ -118,12 +142,15 @@ def serve(
 
     reconcile_on_start(settings, queue_name, node)  # re-enqueue what the broker lost
     log.info(
-        "worker %s: model %s, queue %s, driver %s, %s, store %s, broker %s",
+        "worker %s: model %s, queue %s, driver %s, %s, %d episodes in flight (%d a shard), "
+        "store %s, broker %s",
         node,
         model,
         queue_name,
         "async" if isinstance(chosen, AsyncDriver) else "batch",
         " ".join(pool),
+        episodes,
+        concurrency,
         mask_url(settings.database_url),
         mask_url(settings.broker_url),
     )

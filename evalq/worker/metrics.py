@@ -96,6 +96,12 @@ class MeteredEngine:
         """Wrap ``engine``."""
         self.engine = engine
 
+    @property
+    def max_num_seqs(self) -> int | None:
+        """The wrapped engine's batch size, where it says."""
+        seqs = getattr(self.engine, "max_num_seqs", None)
+        return seqs if isinstance(seqs, int) else None
+
     def generate(self, requests: Sequence[GenerationRequest]) -> list[Generation]:
         """The wrapped engine's batch call, its requests counted while it runs."""
         ENGINE_IN_FLIGHT.inc(len(requests))

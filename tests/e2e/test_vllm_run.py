@@ -6,7 +6,10 @@ One worker per backend for the whole module: an engine takes ~35 s to start here
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -39,7 +42,15 @@ def stack(
     else:
         db_url = f"sqlite:///{tmp / 'evalq.db'}"
     redis_server.flush()
-    worker = Worker(db_url, redis_server.url, tmp / "worker.log", args=("--concurrency", "64"))
+    # Postgres's worker also schedules by priority and writes the engine timeline, so that
+    # both vLLM scheduling policies serve real runs; its episodes in flight follow from the
+    # engine's batch (2 x 48).
+    args: tuple[str, ...] = ("--concurrency", "64")
+    env = {}
+    if request.param == "postgres":
+        args = ("--scheduling-policy", "priority", "--max-num-seqs", "48")
+        env["EVALQ_ENGINE_TIMELINE"] = str(tmp / "timeline.jsonl")
+    worker = Worker(db_url, redis_server.url, tmp / "worker.log", args=args, env=env)
     try:
         worker.wait_ready()
         yield db_url, redis_server.url, worker
@@ -111,6 +122,29 @@ def test_forty_questions_two_strategies_are_scored_with_their_passages(
     assert by["fixed:k=0"]["retrieval_recall"] == 0.0
     status = evalq(db_url, broker_url, "status", str(run_id))
     assert "40/40" in status and "done" in status
+
+    if db_url.startswith("postgresql"):  # its worker writes what its engine did, by window
+        assert "96 episodes in flight (96 a shard)" in worker.log()
+        generated = sum(e.completion_tokens for e in episodes)
+        rows = timeline_windows(worker.log_path.with_name("timeline.jsonl"), generated)
+        assert max(r["running_max"] for r in rows) > 1  # episodes shared the engine's batch
+        assert sum(r["finished"] for r in rows) >= 80  # one request per episode at least
+        assert sum(r["generated_tokens"] for r in rows) == generated
+
+
+def timeline_windows(path: Path, generated: int, timeout: float = 30) -> list[dict[str, Any]]:
+    """The timeline's windows once they hold ``generated`` tokens, or as they are at ``timeout``.
+
+    Windows close on a clock (``WINDOW_S``), so a run's last one is written a moment after
+    its episodes are stored; only whole lines are read.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        lines = path.read_text().splitlines(keepends=True) if path.exists() else []
+        rows = [json.loads(line) for line in lines if line.endswith("\n")]
+        if sum(r["generated_tokens"] for r in rows) >= generated or time.monotonic() > deadline:
+            return rows
+        time.sleep(0.2)
 
 
 def test_a_resubmitted_shard_adds_nothing(stack: tuple[str, str, Worker]) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -16,7 +17,13 @@ from evalq.cli.main import cli
 from evalq.db.models import Episode
 from evalq.db.session import open_store
 from evalq.models.base import Generation, GenerationRequest
-from evalq.rag.async_runner import AsyncDriver, AsyncEngine, LoopThread
+from evalq.rag.async_runner import (
+    SLOT_WAIT_S,
+    AsyncDriver,
+    AsyncEngine,
+    LoopThread,
+    MicroBatcher,
+)
 from evalq.rag.episode import EpisodeGenerator, EpisodeResult, RetrievalRequest, Retrieved
 from evalq.rag.retrievers import Hit
 from evalq.rag.runner import PendingEpisode, run_episodes
@@ -31,6 +38,7 @@ class FakeAsyncEngine:
         self.peak = 0
         self.gates: dict[str, asyncio.Event] = {}
         self.fail_on: str | None = None
+        self.priorities: dict[str, int] = {}
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
@@ -38,6 +46,7 @@ class FakeAsyncEngine:
 
     async def agenerate(self, request: GenerationRequest) -> Generation:
         text = request.messages[-1]["content"]
+        self.priorities[text] = request.priority
         self.in_flight += 1
         self.peak = max(self.peak, self.in_flight)
         try:
@@ -112,6 +121,125 @@ def test_results_match_the_step_synchronous_driver(
     want = run_episodes([pending(n, s) for n, s in specs], engine, FakeRetrievers(), concurrency=7)
     assert {r.question_id: r.answer for r in got} == {r.question_id: r.answer for r in want}
     assert engine.peak <= 7
+
+
+def test_every_request_carries_its_episodes_start_order_as_priority(
+    loop_thread: LoopThread, driver: AsyncDriver
+) -> None:
+    # An engine scheduling by priority then serves episodes under way before new ones, and
+    # the numbering goes on across the shards (calls) one driver runs.
+    engine = FakeAsyncEngine(loop_thread)
+    list(driver([pending(f"a{i}", 3) for i in range(5)], engine, FakeRetrievers(), concurrency=2))
+    list(driver([pending(f"b{i}", 2) for i in range(3)], engine, FakeRetrievers(), concurrency=2))
+    by_episode: dict[str, set[int]] = {}
+    for text, priority in engine.priorities.items():
+        by_episode.setdefault(text.split("/")[0], set()).add(priority)
+    assert by_episode == {
+        **{f"a{i}": {i} for i in range(5)},
+        **{f"b{i}": {5 + i} for i in range(3)},
+    }
+
+
+def test_shards_run_at_once_share_the_workers_episodes_in_flight(
+    loop_thread: LoopThread,
+) -> None:
+    # Each shard may have 10 under way, the worker 5: together they never pass 5, and the
+    # shard that finds every slot taken waits for one instead of failing or finishing early.
+    driver = AsyncDriver(max_in_flight=5)
+    engine = FakeAsyncEngine(loop_thread)
+    got: dict[str, list[str]] = {"a": [], "b": []}
+
+    def shard(name: str) -> None:
+        episodes = [pending(f"{name}{i}", 3) for i in range(12)]
+        for result in driver(episodes, engine, FakeRetrievers(), concurrency=10):
+            got[name].append(result.question_id)
+
+    try:
+        threads = [threading.Thread(target=shard, args=(n,)) for n in got]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=30)
+        assert not any(t.is_alive() for t in threads)
+    finally:
+        driver.close()
+    assert engine.peak <= 5
+    assert sorted(got["a"]) == sorted(f"a{i}" for i in range(12))
+    assert sorted(got["b"]) == sorted(f"b{i}" for i in range(12))
+
+
+def test_a_shard_waiting_for_a_slot_still_stops_when_told(loop_thread: LoopThread) -> None:
+    driver = AsyncDriver(max_in_flight=1)
+    engine = FakeAsyncEngine(loop_thread)
+    gate = asyncio.Event()
+    engine.gates["hog/0"] = gate  # holds the only slot until the test opens it
+    hog = threading.Thread(
+        target=lambda: list(driver([pending("hog", 1)], engine, FakeRetrievers(), concurrency=1))
+    )
+    try:
+        hog.start()
+        while engine.in_flight == 0:
+            threading.Event().wait(0.01)
+        # Told to stop once it has waited through a slot timeout or two.
+        deadline = time.monotonic() + 2.5 * SLOT_WAIT_S
+        stopped = driver(
+            [pending("x", 1)],
+            engine,
+            FakeRetrievers(),
+            concurrency=1,
+            should_stop=lambda: time.monotonic() > deadline,
+        )
+        assert list(stopped) == [] and engine.in_flight == 1  # "x" never started
+    finally:
+        loop_thread.loop.call_soon_threadsafe(gate.set)
+        hog.join(timeout=30)
+        driver.close()
+
+
+def test_a_shard_that_fails_gives_the_worker_back_its_slots(loop_thread: LoopThread) -> None:
+    # A shard whose questions cannot be built fails; the next shard still gets every slot.
+    driver = AsyncDriver(max_in_flight=3)
+    engine = FakeAsyncEngine(loop_thread)
+
+    def broken() -> Iterator[PendingEpisode]:
+        yield pending("ok", 1)
+        yield pending("ok2", 1)
+        raise ValueError("dataset row vanished")
+
+    try:
+        with pytest.raises(ValueError, match="vanished"):
+            list(driver(broken(), engine, FakeRetrievers(), concurrency=3))
+        later = [pending(f"e{i}", 2) for i in range(9)]
+        deadline = time.monotonic() + 10  # lost slots would leave it waiting: give up then
+        got = driver(
+            later,
+            engine,
+            FakeRetrievers(),
+            concurrency=3,
+            should_stop=lambda: time.monotonic() > deadline,
+        )
+        assert len(list(got)) == 9 and engine.peak == 3
+    finally:
+        driver.close()
+
+
+def test_a_large_wave_is_served_in_slices_of_max_batch(loop_thread: LoopThread) -> None:
+    batches: list[list[int]] = []
+
+    def serve(_: object, items: list[int]) -> list[int]:
+        batches.append(items)
+        return [i * 10 for i in items]
+
+    batcher: MicroBatcher[int, int] = MicroBatcher(loop_thread.loop, serve, max_batch=3)
+
+    async def wave() -> list[int]:
+        return list(await asyncio.gather(*(batcher.submit(i) for i in range(7))))
+
+    try:
+        assert loop_thread.run(wave(), timeout=10) == [i * 10 for i in range(7)]
+    finally:
+        batcher.close()
+    assert batches == [[0, 1, 2], [3, 4, 5], [6]]
 
 
 def test_a_slow_request_does_not_hold_back_other_episodes(
@@ -222,6 +350,7 @@ def test_async_worker_runs_two_shards_at_once_and_scores_them(
     try:
         worker.wait_ready(timeout=120)
         assert "driver async" in worker.log() and "--pool=threads --concurrency=2" in worker.log()
+        assert "512 episodes in flight (8 a shard)" in worker.log()
         args = ["--database-url", sqlite_url, "--broker-url", redis_url, "submit"]
         args += ["--dataset", "hotpotqa", "--n", "24", "--model", "test/passages"]
         args += ["--strategy", "fixed:k=0", "--strategy", "fixed:k=3", "--strategy", "mdp"]

@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 # Everything else is imported inside the functions: vLLM's engine processes re-import this
 # module, and must not load the retrieval stack with it.
@@ -39,13 +42,11 @@ def ideal(llm: Any, prompts_file: Path) -> dict[str, Any]:
     """Replay the recorded prompts as one batch; tokens per second, prompt plus generated."""
     from vllm import SamplingParams
 
-    rows = [json.loads(line) for line in prompts_file.read_text().splitlines() if line]
+    rows = _recorded(prompts_file)
     prompts = [r.pop("prompt") for r in rows]
     params = [SamplingParams(**r) for r in rows]
     llm.generate(prompts[:16], params[:16], use_tqdm=False)  # warm-up, not timed
-    t0 = time.perf_counter()
-    outs = llm.generate(prompts, params, use_tqdm=False)
-    wall = time.perf_counter() - t0
+    outs, wall, timeline = _timed(llm, prompts, params)
     prompt_tokens = sum(len(o.prompt_token_ids or ()) for o in outs)
     generated = sum(len(o.outputs[0].token_ids) for o in outs)
     return {
@@ -55,7 +56,78 @@ def ideal(llm: Any, prompts_file: Path) -> dict[str, Any]:
         "generated_tokens": generated,
         "generated_tokens_per_s": round(generated / wall, 1),
         "tokens_per_s": round((prompt_tokens + generated) / wall, 1),
+        "engine_timeline": timeline,
     }
+
+
+def ideal_pretokenized(llm: Any, prompts_file: Path) -> dict[str, Any]:
+    """(b) with every prompt tokenized before the clock starts: the engine alone.
+
+    ``LLM.generate`` tokenizes text prompts one by one before the engine has them all; this
+    variant shows what the engine itself does with the same requests.
+    """
+    from vllm import SamplingParams
+
+    from evalq.models.vllm import TokenCodec
+
+    codec = TokenCodec.of(llm.get_tokenizer())
+    if codec is None:
+        return {}
+    rows = _recorded(prompts_file)
+    ids = codec.encode([r.pop("prompt") for r in rows])
+    inputs: list[Any] = [{"prompt_token_ids": i} for i in ids]
+    params = [SamplingParams(**r, detokenize=False) for r in rows]
+    outs, wall, timeline = _timed(llm, inputs, params)
+    tokens = sum(len(i) for i in ids) + sum(len(o.outputs[0].token_ids) for o in outs)
+    return {
+        "wall_s": round(wall, 2),
+        "tokens_per_s": round(tokens / wall, 1),
+        "engine_timeline": timeline,
+    }
+
+
+def _recorded(prompts_file: Path) -> list[dict[str, Any]]:
+    """The requests (a) sent: each its prompt and its sampling parameters."""
+    return [json.loads(line) for line in prompts_file.read_text().splitlines() if line]
+
+
+def _timed(
+    llm: Any, inputs: list[Any], params: list[Any]
+) -> tuple[list[Any], float, dict[str, Any]]:
+    """One ``generate`` of every request from a cold prefix cache: outputs, seconds, timeline.
+
+    The timeline is what the engine timeline says of those seconds, if one is written.
+    """
+    from stack import timeline_summary
+
+    from evalq.models.timeline import TIMELINE_ENV
+
+    llm.reset_prefix_cache()
+    t0, epoch0 = time.perf_counter(), time.time()
+    outs = llm.generate(inputs, params, use_tqdm=False)
+    wall = time.perf_counter() - t0
+    path = os.environ.get(TIMELINE_ENV)
+    summary = timeline_summary(Path(path), epoch0, epoch0 + wall) if path else {}
+    return outs, wall, summary
+
+
+def with_timeline(llm: Any) -> None:
+    """Give ``llm`` the engine timeline logger when ``$EVALQ_ENGINE_TIMELINE`` asks for it.
+
+    ``LLM`` takes no stat loggers; its engine's logger manager is rebuilt with the timeline.
+    """
+    from vllm.v1.metrics.loggers import StatLoggerManager
+
+    from evalq.models.timeline import timeline_loggers
+
+    loggers = timeline_loggers()
+    engine = llm.llm_engine
+    if loggers is None or not getattr(engine, "log_stats", False):
+        return
+    engine.logger_manager = StatLoggerManager(
+        vllm_config=engine.vllm_config, custom_stat_loggers=loggers, enable_default_loggers=False
+    )
+    engine.logger_manager.log_engine_initialized()
 
 
 def seed_style(llm: Any, db_url: str, run_id: int, n_questions: int) -> dict[str, Any]:
@@ -117,22 +189,31 @@ def main(argv: list[str] | None = None) -> int:
     """Build the LLM once; run (b), then (c)."""
     from vllm import LLM
 
-    from evalq.config import EngineSettings
+    from evalq.models.registry import engine_settings_for
+    from evalq.models.timeline import TIMELINE_ENV
     from evalq.models.vllm import engine_kwargs
 
     args = parse_args(argv)
-    settings = EngineSettings(
-        model=args.model,
+    # Resolved as the worker resolves it (evalq/tiny-random is a folder under EVALQ_HOME).
+    settings = engine_settings_for(
+        args.model,
         tokenizer=args.tokenizer,
-        load_format=args.load_format or "auto",
+        load_format=args.load_format,
         max_model_len=args.max_model_len,
     )
     t0 = time.perf_counter()
-    llm = LLM(**engine_kwargs(settings))
+    # Stats on (for the timeline): the engine core then reports every step.
+    kwargs = engine_kwargs(settings)
+    if os.environ.get(TIMELINE_ENV):
+        kwargs["disable_log_stats"] = False
+    llm = LLM(**kwargs)
+    with_timeline(llm)
     out: dict[str, Any] = {"replay_engine_start_s": round(time.perf_counter() - t0, 1)}
     if args.prompts.exists():
         out["b_ideal"] = ideal(llm, args.prompts)
         print(json.dumps({"b_ideal": out["b_ideal"]}), flush=True)
+        out["b_ideal_pretokenized"] = ideal_pretokenized(llm, args.prompts)
+        print(json.dumps({"b_ideal_pretokenized": out["b_ideal_pretokenized"]}), flush=True)
     if args.seed_questions > 0:
         out["c_seed_style"] = seed_style(llm, args.db_url, args.run_id, args.seed_questions)
         print(json.dumps({"c_seed_style": out["c_seed_style"]}), flush=True)

@@ -89,9 +89,9 @@ class Process:
     """An evalq command (worker or fleet) in its own process group, logging to a file."""
 
     def __init__(self, argv: list[str], env: dict[str, str], log_path: Path) -> None:
-        """Start ``python -m evalq ARGV``."""
+        """Start ``python -m evalq ARGV``, its log started afresh (readiness is read there)."""
         self.log_path = log_path
-        with log_path.open("ab") as log:
+        with log_path.open("wb") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "evalq", *argv],
                 env=env,
@@ -180,6 +180,17 @@ def run_totals(db_url: str, run_id: int) -> RunTotals:
     )
 
 
+def episodes_by_worker(db_url: str, run_id: int) -> dict[str, int]:
+    """How many of a run's episodes each worker stored (how evenly the shards spread)."""
+    with open_store(db_url).session() as s:
+        rows = s.execute(
+            select(Episode.worker, func.count())
+            .where(Episode.run_id == run_id)
+            .group_by(Episode.worker)
+        ).all()
+    return {str(worker): int(n) for worker, n in rows}
+
+
 def oran_hotpot_corpus(workdir: Path) -> str:
     """Store the benchmark corpus (once) and return its name.
 
@@ -231,3 +242,71 @@ def evalq_env(db_url: str, broker_url: str, home: Path, **extra: str) -> dict[st
         "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), str(REPO / "tests"), path])),
         **extra,
     }
+
+
+def timeline_summary(path: Path, start: float, end: float) -> dict[str, Any]:
+    """What the engine timeline (``EVALQ_ENGINE_TIMELINE``) says of ``[start, end]`` (epoch s).
+
+    One summary per engine (worker process), keyed by its pid when there are several.
+    """
+    if not path.exists():
+        return {}
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line]
+    by_engine: dict[int, list[dict[str, Any]]] = {}
+    for r in rows:
+        if start <= r["t"] <= end:
+            by_engine.setdefault(r.get("pid", 0), []).append(r)
+    summaries = {str(pid): _engine_summary(rs, start) for pid, rs in by_engine.items()}
+    return next(iter(summaries.values())) if len(summaries) == 1 else summaries
+
+
+def _engine_summary(rows: list[dict[str, Any]], start: float) -> dict[str, Any]:
+    """Requests running (mean over engine steps), prefix-cache hit rate, preemptions."""
+    steps = sum(r["steps"] for r in rows)
+    running = sum(r["running_mean"] * r["steps"] for r in rows) / steps if steps else 0.0
+    peak = max(r["running_max"] for r in rows)
+    queries = sum(r["prefix_queries"] for r in rows)
+    full = sum(1 for r in rows if r["running_mean"] >= 0.8 * peak)
+    return {
+        "windows": len(rows),
+        "engine_steps": steps,
+        "running_mean": round(running, 1),
+        "running_peak": peak,
+        "waiting_peak": max(r["waiting_max"] for r in rows),
+        "kv_peak": max(r["kv_max"] for r in rows),
+        "prefix_hit_rate": round(sum(r["prefix_hits"] for r in rows) / queries, 4)
+        if queries
+        else 0,
+        "prompt_tokens_computed": sum(r["prompt_tokens"] for r in rows),
+        "preempted": sum(r["preempted"] for r in rows),
+        "windows_running_ge_80pct_of_peak": full,
+        "first_window_t": round(rows[0]["t"] - start, 2),
+        "last_window_t": round(rows[-1]["t"] - start, 2),
+    }
+
+
+class Profiler:
+    """``py-spy record`` of a process and its children (the engine core), raw stacks."""
+
+    def __init__(self, exe: str, pid: int, out: Path, rate: int = 50) -> None:
+        """Start sampling ``pid`` (non-blocking, so the process never pauses for it)."""
+        self.out = out
+        self.log = out.with_suffix(".log")
+        argv = [exe, "record", "--pid", str(pid), "--subprocesses", "--threads", "--nonblocking"]
+        argv += ["--rate", str(rate), "--format", "raw", "--output", str(out)]
+        with self.log.open("wb") as log:
+            self.proc = subprocess.Popen(
+                argv,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+
+    def stop(self) -> None:
+        """Stop sampling; py-spy writes its file on SIGINT."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(timeout=120)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()

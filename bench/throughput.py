@@ -20,6 +20,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import time
@@ -32,19 +33,22 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from stack import (
     Broker,
     Process,
+    Profiler,
+    episodes_by_worker,
     evalq_env,
     oran_hotpot_corpus,
     run_totals,
+    timeline_summary,
     wait_ready,
     wait_run,
     write_json,
 )
 
 from evalq.config import Settings
+from evalq.models.timeline import TIMELINE_ENV
+from evalq.models.vllm import RECORD_ENV
 from evalq.rag.strategies import GenerationConfig
 from evalq.scheduler.submit import RunRequest, submit
-
-RECORD_ENV = "EVALQ_RECORD_PROMPTS"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -62,9 +66,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--strategies", default="mdp,fixed:k=3")
     p.add_argument("--mdp-preset", default="multi_gpu")
     p.add_argument("--shard-size", type=int, default=250)
-    p.add_argument("--concurrency", type=int, default=512, help="episodes in flight per shard")
-    p.add_argument("--shards-in-flight", type=int, default=2)
+    p.add_argument(
+        "--concurrency",
+        type=int,
+        default=None,
+        help="episodes in flight per shard (default: the worker's, from its engine's batch)",
+    )
+    p.add_argument(
+        "--shards-in-flight", type=int, default=None, help="per worker (default: the worker's)"
+    )
     p.add_argument("--driver", default="async", choices=["async", "batch"])
+    p.add_argument("--scheduling-policy", default=None, choices=["fcfs", "priority"])
     p.add_argument("--engine", default=None, help="engine factory (CPU checks of the script)")
     p.add_argument("--answer-tokens", type=int, default=32)
     p.add_argument("--note-tokens", type=int, default=64)
@@ -73,6 +85,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed-questions", type=int, default=16, help="(c) subset; 0 skips (c)")
     p.add_argument("--timeout", type=float, default=420.0, help="seconds for the run")
     p.add_argument("--label", default=None, help="result file name (default from the GPUs)")
+    p.add_argument(
+        "--py-spy",
+        default=None,
+        help="py-spy executable: profile the worker and its engine core during the run",
+    )
+    p.add_argument(
+        "--record-prompts",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="record what (a) sends, for (b) (one GPU only)",
+    )
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--work", type=Path, default=Path("/tmp/evalq-bench"))
     return p.parse_args(argv)
@@ -119,6 +142,8 @@ def main(argv: list[str] | None = None) -> int:
     db_url = f"sqlite:///{work / 'evalq.db'}"
     prompts = work / "prompts.jsonl"
     prompts.unlink(missing_ok=True)
+    timeline = work / "timeline-a.jsonl"
+    timeline.unlink(missing_ok=True)
     result: dict[str, Any] = {
         "label": label,
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -128,14 +153,19 @@ def main(argv: list[str] | None = None) -> int:
     }
     corpus = oran_hotpot_corpus(work)
     broker = Broker(work)
-    env = evalq_env(db_url, broker.url, home)
+    env = evalq_env(db_url, broker.url, home, **{TIMELINE_ENV: str(timeline)})
     common = ["--model", args.model, *engine_flags(args), "--driver", args.driver]
-    common += ["--concurrency", str(args.concurrency)]
-    common += ["--shards-in-flight", str(args.shards_in_flight)]
+    if args.concurrency:
+        common += ["--concurrency", str(args.concurrency)]
+    if args.shards_in_flight:
+        common += ["--shards-in-flight", str(args.shards_in_flight)]
+    if args.scheduling_policy:
+        common += ["--scheduling-policy", args.scheduling_policy]
     if args.engine:
         common += ["--engine", args.engine]
-    if len(gpus) == 1:
+    if len(gpus) == 1 and args.record_prompts:
         env[RECORD_ENV] = str(prompts)  # (b) replays exactly what (a) sent
+    if len(gpus) == 1:
         procs = [Process(["worker", "--gpus", gpus[0], *common], env, work / "worker.log")]
         logs = [work / "worker.log"]
     else:
@@ -146,8 +176,11 @@ def main(argv: list[str] | None = None) -> int:
             work / "logs" / f"worker-gpu{'-'.join(gpus[i : i + args.tp])}.log"
             for i in range(0, len(gpus), args.tp)
         ]
+    profiler = None
     try:
         result["worker_start_s"] = round(wait_ready(logs, procs, timeout=600), 1)
+        if args.py_spy:
+            profiler = Profiler(args.py_spy, procs[0].proc.pid, args.out / f"{label}-pyspy.txt")
         req = RunRequest(
             dataset=args.dataset,
             difficulty=args.difficulty,
@@ -165,11 +198,13 @@ def main(argv: list[str] | None = None) -> int:
             ),
         )
         settings = Settings(database_url=db_url, broker_url=broker.url)
-        t0 = time.perf_counter()
+        t0, epoch0 = time.perf_counter(), time.time()
         run_id = submit(settings, req)
         wait_run(db_url, run_id, procs, timeout=args.timeout)
         wall = time.perf_counter() - t0
     finally:
+        if profiler is not None:
+            profiler.stop()
         for p in procs:
             p.stop()
         broker.stop()
@@ -186,6 +221,10 @@ def main(argv: list[str] | None = None) -> int:
         "generated_tokens_per_s": round(totals.completion_tokens / wall, 1),
         "tokens_per_s": round(tokens / wall, 1),
     }
+    result["a_engine_timeline"] = timeline_summary(timeline, epoch0, epoch0 + wall)
+    result["a_episodes_by_worker"] = episodes_by_worker(db_url, run_id)
+    if timeline.exists():
+        shutil.copy(timeline, args.out / f"{label}-timeline-a.jsonl")
     print(json.dumps({"a_evalq": result["a_evalq"]}), flush=True)
     if args.ideal and len(gpus) == 1:
         replay_out = work / "replay.json"
@@ -193,11 +232,17 @@ def main(argv: list[str] | None = None) -> int:
         cmd += [*engine_flags(args), "--db-url", db_url, "--run-id", str(run_id)]
         cmd += ["--prompts", str(prompts), "--seed-questions", str(args.seed_questions)]
         cmd += ["--out", str(replay_out)]
-        subprocess.run(cmd, env={**env, "CUDA_VISIBLE_DEVICES": gpus[0]}, check=True)
+        timeline_b = args.out / f"{label}-timeline-b.jsonl"
+        replay_env = {**env, "CUDA_VISIBLE_DEVICES": gpus[0], TIMELINE_ENV: str(timeline_b)}
+        subprocess.run(cmd, env=replay_env, check=True)
         result.update(json.loads(replay_out.read_text()))
         b, c, a = result.get("b_ideal"), result.get("c_seed_style"), result["a_evalq"]
         if b:
             result["a_over_b_tokens"] = round(a["tokens_per_s"] / b["tokens_per_s"], 3)
+        pretokenized = result.get("b_ideal_pretokenized")
+        if pretokenized:
+            ratio = a["tokens_per_s"] / pretokenized["tokens_per_s"]
+            result["a_over_b_pretokenized_tokens"] = round(ratio, 3)
         if c:
             result["a_over_c_episodes"] = round(a["episodes_per_s"] / c["episodes_per_s"], 1)
     write_json(args.out / f"{label}.json", result)

@@ -26,10 +26,11 @@ def test_killed_worker_loses_nothing_and_duplicates_nothing(
 ) -> None:
     redis_server.flush()
     db_url = f"sqlite:///{tmp_path / 'evalq.db'}"
-    # One shard at a time, few episodes in flight and long fixed outputs, so the run lasts
-    # long enough to be cut: with the default four shards at once, a fast machine stored all
-    # 60 episodes before the test saw the first four.
-    args = ("--shards-in-flight", "1", "--concurrency", "2")
+    # One shard at a time, one episode at a time and long fixed outputs, so a shard outlasts
+    # the 2 s episode flush and the kill, which follows the first flush, lands inside a shard.
+    # With several shards or episodes at once a fast machine stored all 60 episodes, or a
+    # whole shard, before the test saw the first four.
+    args = ("--shards-in-flight", "1", "--concurrency", "1")
     first = Worker(db_url, redis_server.url, tmp_path / "w1.log", args=args, env=VISIBILITY)
     first.wait_ready()
     result = CliRunner().invoke(

@@ -146,17 +146,11 @@ def worker(
     from evalq.models.registry import engine_settings_for
     from evalq.worker.main import serve
 
-    concurrency = options.pop("concurrency")
-    if concurrency is not None and concurrency < 1:
-        raise UserError(f"--concurrency must be at least 1, got {concurrency}")
-    episodes = options.pop("episodes_in_flight")
-    if episodes is not None and episodes < 1:
-        raise UserError(f"--episodes-in-flight must be at least 1, got {episodes}")
+    concurrency = _pop_count(options, "concurrency")
+    episodes = _pop_count(options, "episodes_in_flight")
     if heartbeat_interval <= 0:
         raise UserError(f"--heartbeat-interval must be positive, got {heartbeat_interval}")
-    shards_in_flight = options.pop("shards_in_flight")
-    if shards_in_flight is not None and shards_in_flight < 1:
-        raise UserError(f"--shards-in-flight must be at least 1, got {shards_in_flight}")
+    shards_in_flight = _pop_count(options, "shards_in_flight")
     driver = options.pop("driver") or "auto"
     engine_factory = options.pop("engine_factory")
     options["enable_prefix_caching"] = options.pop("prefix_caching")
@@ -178,3 +172,17 @@ def worker(
         metrics_port=metrics_port,
         heartbeat_interval=heartbeat_interval,
     )
+
+
+def _pop_count(options: dict[str, Any], key: str) -> int | None:
+    """Take the count option ``key`` out of ``options``: unset, or at least 1.
+
+    Raises:
+        UserError: the count is below 1 (named by its flag in ``WORKER_OPTIONS``).
+    """
+    from evalq.errors import UserError
+
+    value: int | None = options.pop(key)
+    if value is not None and value < 1:
+        raise UserError(f"{WORKER_OPTIONS[key][0]} must be at least 1, got {value}")
+    return value

@@ -97,10 +97,9 @@ class MeteredEngine:
         self.engine = engine
 
     @property
-    def max_num_seqs(self) -> int | None:
-        """The wrapped engine's batch size, where it says."""
-        seqs = getattr(self.engine, "max_num_seqs", None)
-        return seqs if isinstance(seqs, int) else None
+    def max_num_seqs(self) -> object:
+        """The wrapped engine's batch size as it says it (``episodes_in_flight`` checks it)."""
+        return getattr(self.engine, "max_num_seqs", None)
 
     def generate(self, requests: Sequence[GenerationRequest]) -> list[Generation]:
         """The wrapped engine's batch call, its requests counted while it runs."""

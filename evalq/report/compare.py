@@ -1,8 +1,14 @@
-"""Paired comparison of two strategies: accuracy with bootstrap intervals, McNemar, cost deltas.
+"""Paired comparison of two strategies: accuracy, F1 and EM with bootstrap intervals, tests.
 
 Both sides are joined on (question_id, repeat), so every statistic here is paired: the same
 question answered once by A and once by B. Differences are always A minus B, so a positive
 accuracy difference means A answered more questions correctly than B.
+
+Accuracy is tested with McNemar's exact test. On open-answer datasets (episodes carry token
+F1 and exact match) the mean F1 and EM differences are tested with a paired sign-flip
+permutation test of the mean difference: it tests the very statistic whose interval is
+reported, needs no assumption on the shape of the F1 differences (many are exactly 0 or
++-1), and is exact whenever 2**n is at most the number of resamples.
 """
 
 from __future__ import annotations
@@ -27,6 +33,9 @@ from evalq.errors import UserError
 BootstrapMethod = Literal["BCa", "percentile"]
 
 OK_STATUS = "ok"
+# An attempted episode was run: ok, or failed on the way (error). Invalid ones never ran.
+ERROR_STATUS = "error"
+ATTEMPTED_STATUSES = (OK_STATUS, ERROR_STATUS)
 UNKNOWN_DIFFICULTY = "unknown"
 # Known difficulties first, in their natural order; any others follow alphabetically.
 DIFFICULTY_ORDER = ("easy", "medium", "hard")
@@ -35,6 +44,8 @@ BOOTSTRAP_BATCH = 256
 
 # The per-episode quantities whose mean A - B is reported next to accuracy.
 DELTA_METRICS = ("cost", "steps", "retrievals", "tokens", "latency_s")
+# Per-episode answer scores of open-answer datasets (NULL on multiple choice): (key, label).
+SCORE_METRICS = (("f1", "F1"), ("exact_match", "EM"))
 
 
 @dataclass(frozen=True)
@@ -60,12 +71,21 @@ class SideCounts:
         excluded: Episodes left out for their own status, by status (``invalid``, ``error``).
         unpaired: ``ok`` episodes left out because the other side has no ``ok`` episode for
             the same (question_id, repeat).
+        attempted: Episodes that ran: ``ok`` plus ``error`` (``invalid`` ones never ran).
+        accuracy_attempted: Correct ``ok`` episodes over ``attempted``, so an error counts
+            as a wrong answer (as the official scripts count a missing prediction); None
+            without attempted episodes.
+        f1_attempted: The F1 of ``ok`` episodes summed over ``attempted`` (an error scores
+            0); None where episodes carry no F1 (multiple choice).
     """
 
     total: int
     ok: int
     excluded: dict[str, int]
     unpaired: int
+    attempted: int = 0
+    accuracy_attempted: float | None = None
+    f1_attempted: float | None = None
 
     @property
     def excluded_total(self) -> int:
@@ -78,7 +98,9 @@ class PairedData:
     """Episodes of A and B joined on (question_id, repeat), both with status ``ok``.
 
     Every array has one entry per pair, in the same order as ``keys``. ``tokens`` is
-    prompt plus completion tokens.
+    prompt plus completion tokens. ``open_answer`` is true when the episodes carry F1 and
+    exact match (open-answer datasets); the ``f1`` and ``exact_match`` arrays are then the
+    scores (a missing one counts 0), and all zero otherwise.
     """
 
     a: Side
@@ -89,6 +111,7 @@ class PairedData:
     difficulty: tuple[str, ...]
     metrics_a: dict[str, NDArray[np.float64]]
     metrics_b: dict[str, NDArray[np.float64]]
+    open_answer: bool = False
 
     @property
     def n(self) -> int:
@@ -107,6 +130,7 @@ class PairedData:
             difficulty=tuple(self.difficulty[i] for i in indices),
             metrics_a={name: values[indices] for name, values in self.metrics_a.items()},
             metrics_b={name: values[indices] for name, values in self.metrics_b.items()},
+            open_answer=self.open_answer,
         )
 
 
@@ -140,6 +164,27 @@ class MetricDelta:
 
 
 @dataclass(frozen=True)
+class ScoreComparison:
+    """One per-episode answer score (F1 or EM) on each side, and the paired A - B difference.
+
+    Attributes:
+        name: ``f1`` or ``exact_match``.
+        mean_a: Mean score of A with its bootstrap interval.
+        mean_b: Mean score of B with its bootstrap interval.
+        diff: Mean of A minus mean of B, paired bootstrap interval.
+        permutation_p: Two-sided p-value of the paired sign-flip permutation test of the
+            mean difference (1.0 when every pair scores the same on both sides); None
+            without pairs.
+    """
+
+    name: str
+    mean_a: Estimate
+    mean_b: Estimate
+    diff: Estimate
+    permutation_p: float | None
+
+
+@dataclass(frozen=True)
 class GroupComparison:
     """The comparison over one group of pairs: all of them, or one difficulty.
 
@@ -155,6 +200,7 @@ class GroupComparison:
         neither_correct: Pairs neither side answered correctly.
         mcnemar_p: Two-sided exact McNemar p-value (1.0 without discordant pairs).
         deltas: Mean cost, steps, retrievals, tokens and latency on each side.
+        scores: F1 then EM (open-answer datasets only; empty for multiple choice).
         notes: Why an interval or test is degenerate, where one is.
     """
 
@@ -169,7 +215,12 @@ class GroupComparison:
     neither_correct: int
     mcnemar_p: float
     deltas: tuple[MetricDelta, ...]
+    scores: tuple[ScoreComparison, ...] = ()
     notes: tuple[str, ...] = ()
+
+    def score(self, name: str) -> ScoreComparison | None:
+        """The named score (``f1``, ``exact_match``), None on multiple choice."""
+        return next((s for s in self.scores if s.name == name), None)
 
 
 @dataclass(frozen=True)
@@ -220,6 +271,8 @@ def _side_rows(session: Session, side: Side) -> list[Any]:
         Episode.status,
         Episode.difficulty,
         Episode.correct,
+        Episode.f1,
+        Episode.exact_match,
         Episode.cost,
         Episode.steps,
         Episode.retrievals,
@@ -244,6 +297,8 @@ def _metric_values(row: Any) -> dict[str, float]:
     """One episode's per-episode quantities; ``correct`` None on an ok row counts as wrong."""
     return {
         "correct": 1.0 if row.correct else 0.0,
+        "f1": float(row.f1 or 0.0),
+        "exact_match": float(row.exact_match or 0.0),
         "cost": float(row.cost or 0.0),
         "steps": float(row.steps or 0),
         "retrievals": float(row.retrievals or 0),
@@ -276,16 +331,22 @@ def load_paired(
 
     def counts(rows: list[Any], ok: dict[tuple[str, int], Any]) -> SideCounts:
         excluded = Counter(str(r.status) for r in rows if r.status != OK_STATUS)
+        attempted = sum(1 for r in rows if r.status in ATTEMPTED_STATUSES)
+        correct = sum(1 for r in ok.values() if r.correct)
+        f1 = [float(r.f1) for r in ok.values() if r.f1 is not None]
         return SideCounts(
             total=len(rows),
             ok=len(ok),
             excluded=dict(sorted(excluded.items())),
             unpaired=len(ok) - len(keys),
+            attempted=attempted,
+            accuracy_attempted=correct / attempted if attempted else None,
+            f1_attempted=sum(f1) / attempted if f1 and attempted else None,
         )
 
     def arrays(ok: dict[tuple[str, int], Any]) -> dict[str, NDArray[np.float64]]:
         values = [_metric_values(ok[key]) for key in keys]
-        names = ("correct", *DELTA_METRICS)
+        names = ("correct", *(name for name, _ in SCORE_METRICS), *DELTA_METRICS)
         return {name: np.array([v[name] for v in values], dtype=np.float64) for name in names}
 
     difficulty = tuple(
@@ -300,6 +361,7 @@ def load_paired(
         difficulty=difficulty,
         metrics_a=arrays(ok_a),
         metrics_b=arrays(ok_b),
+        open_answer=any(side[key].f1 is not None for side in (ok_a, ok_b) for key in keys),
     )
 
 
@@ -424,6 +486,69 @@ def mcnemar_exact_p(only_a_correct: int, only_b_correct: int) -> float:
     return float(stats.binomtest(only_a_correct, discordant, 0.5).pvalue)
 
 
+def paired_permutation_p(
+    values_a: NDArray[np.float64],
+    values_b: NDArray[np.float64],
+    *,
+    n_resamples: int = 10_000,
+    seed: int = 0,
+) -> float | None:
+    """Two-sided p-value of the paired sign-flip permutation test of mean(A) - mean(B).
+
+    Under the null hypothesis A and B are exchangeable within each pair, so each pair's
+    difference is as likely to have either sign. SciPy's ``permutation_test`` with
+    ``permutation_type='samples'`` swaps A and B within pairs: exactly, over all 2**n
+    swaps, when that is at most ``n_resamples``; otherwise on ``n_resamples`` random ones
+    (the p-value is then never below 1 / (n_resamples + 1)). None without pairs; 1.0 when
+    every pair scores the same on both sides (no swap changes anything).
+    """
+    a = np.asarray(values_a, dtype=np.float64)
+    b = np.asarray(values_b, dtype=np.float64)
+    if len(a) == 0:
+        return None
+    if not np.any(a != b):
+        return 1.0
+    result = stats.permutation_test(
+        (a, b),
+        _mean_difference,
+        permutation_type="samples",
+        vectorized=True,
+        n_resamples=n_resamples,
+        batch=BOOTSTRAP_BATCH,
+        alternative="two-sided",
+        rng=np.random.default_rng(seed),
+    )
+    return min(1.0, float(result.pvalue))
+
+
+def _compare_score(
+    name: str, paired: PairedData, options: dict[str, Any]
+) -> tuple[ScoreComparison, list[str]]:
+    """One answer score of one group: means, paired difference, permutation test, notes."""
+    values_a, values_b = paired.metrics_a[name], paired.metrics_b[name]
+    mean_a = _estimate((values_a,), _mean, per_pair=values_a, paired=False, **options)
+    mean_b = _estimate((values_b,), _mean, per_pair=values_b, paired=False, **options)
+    diff = _estimate(
+        (values_a, values_b),
+        _mean_difference,
+        per_pair=values_a - values_b,
+        paired=True,
+        **options,
+    )
+    p = paired_permutation_p(
+        values_a, values_b, n_resamples=options["n_resamples"], seed=options["seed"]
+    )
+    label = dict(SCORE_METRICS)[name]
+    notes = [
+        f"{label} {side}: {estimate.note}"
+        for side, estimate in (("A", mean_a), ("B", mean_b), ("A - B", diff))
+        if estimate.note
+    ]
+    if paired.n and not np.any(values_a != values_b):
+        notes.append(f"{label} permutation test: every pair scores the same, p = 1")
+    return ScoreComparison(name, mean_a, mean_b, diff, p), notes
+
+
 def _compare_group(
     group: str,
     paired: PairedData,
@@ -473,6 +598,12 @@ def _compare_group(
         MetricDelta(name, mean_of(paired.metrics_a[name]), mean_of(paired.metrics_b[name]))
         for name in DELTA_METRICS
     )
+    scores: list[ScoreComparison] = []
+    if paired.open_answer:
+        for name, _ in SCORE_METRICS:
+            score, score_notes = _compare_score(name, paired, options)
+            scores.append(score)
+            notes += score_notes
     return GroupComparison(
         group=group,
         n=paired.n,
@@ -485,6 +616,7 @@ def _compare_group(
         neither_correct=int(np.sum(~hit_a & ~hit_b)),
         mcnemar_p=mcnemar_exact_p(only_a, only_b),
         deltas=deltas,
+        scores=tuple(scores),
         notes=tuple(notes),
     )
 
@@ -515,7 +647,9 @@ def compare(
 
     Returns:
         Accuracies with bootstrap intervals, the paired A - B accuracy difference with its
-        interval, McNemar's exact test and mean cost deltas, overall and per difficulty.
+        interval, McNemar's exact test and mean cost deltas, overall and per difficulty; on
+        open-answer datasets also mean F1 and EM per side and their paired differences, with
+        intervals and a paired permutation test (the same resamples and seed).
     """
     if not 0.0 < confidence < 1.0:
         raise ValueError(f"confidence must be in (0, 1), got {confidence}")
@@ -555,6 +689,18 @@ def _estimate_json(estimate: Estimate) -> dict[str, Any]:
     return {"value": estimate.value, "low": low, "high": high, "note": estimate.note}
 
 
+def _score_json(score: ScoreComparison | None) -> dict[str, Any] | None:
+    """One answer score as JSON; None (null) on multiple-choice runs."""
+    if score is None:
+        return None
+    return {
+        "a": _estimate_json(score.mean_a),
+        "b": _estimate_json(score.mean_b),
+        "diff_a_minus_b": _estimate_json(score.diff),
+        "permutation_p": score.permutation_p,
+    }
+
+
 def _group_json(group: GroupComparison) -> dict[str, Any]:
     """One group as JSON."""
     return {
@@ -570,6 +716,7 @@ def _group_json(group: GroupComparison) -> dict[str, Any]:
             "neither_correct": group.neither_correct,
         },
         "mcnemar_exact_p": group.mcnemar_p,
+        **{name: _score_json(group.score(name)) for name, _ in SCORE_METRICS},
         "means": {
             d.name: {"a": d.mean_a, "b": d.mean_b, "a_minus_b": d.delta} for d in group.deltas
         },
@@ -586,6 +733,9 @@ def _side_json(side: Side, counts: SideCounts) -> dict[str, Any]:
         "ok": counts.ok,
         "excluded": dict(counts.excluded),
         "unpaired": counts.unpaired,
+        "attempted": counts.attempted,
+        "accuracy_attempted": counts.accuracy_attempted,
+        "f1_attempted": counts.f1_attempted,
     }
 
 
@@ -662,6 +812,24 @@ def _rows(comparison: Comparison) -> list[tuple[str, list[str]]]:
         ("only A / only B correct", [f"{g.only_a_correct} / {g.only_b_correct}" for g in groups]),
         ("McNemar exact p", [_format_p(g.mcnemar_p) if g.n else "-" for g in groups]),
     ]
+    if comparison.overall.scores:
+        for name, label in SCORE_METRICS:
+            scores = [g.score(name) for g in groups]
+            rows += [
+                (f"{label} A", [_format_percent(s.mean_a) if s else "-" for s in scores]),
+                (f"{label} B", [_format_percent(s.mean_b) if s else "-" for s in scores]),
+                (
+                    f"{label} A - B",
+                    [_format_percent(s.diff, signed=True) if s else "-" for s in scores],
+                ),
+                (
+                    f"{label} permutation p",
+                    [
+                        _format_p(s.permutation_p) if s and s.permutation_p is not None else "-"
+                        for s in scores
+                    ],
+                ),
+            ]
     for index, name in enumerate(DELTA_METRICS):
         rows.append((_DELTA_LABELS[name], [_format_delta(g.deltas[index]) for g in groups]))
     return rows
@@ -673,16 +841,32 @@ def _legend(comparison: Comparison) -> str:
         f"[..] = {comparison.confidence * 100:g}% bootstrap CI ({comparison.method}, "
         f"{comparison.n_resamples} resamples, seed {comparison.seed}); "
         "cost rows are mean A vs mean B (A - B)."
+    ) + (
+        " F1/EM p: paired sign-flip permutation test of the mean difference."
+        if comparison.overall.scores
+        else ""
     )
 
 
 def _exclusion_line(side: str, counts: SideCounts) -> str:
-    """``A: 100 episodes, 97 ok, excluded invalid 2, error 1; 0 ok without a partner``."""
+    """One side's exclusions, then its accuracy (and F1) over every attempted episode.
+
+    ``A: 100 episodes, 97 ok, excluded invalid 2, error 1; 0 ok without an ok partner;
+    over 98 attempted (ok + error, errors scored 0): accuracy 70.4%, F1 61.2%``.
+    """
     excluded = ", ".join(f"{status} {count}" for status, count in counts.excluded.items())
-    return (
+    line = (
         f"{side}: {counts.total} episodes, {counts.ok} ok, excluded {excluded or 'none'}; "
         f"{counts.unpaired} ok without an ok partner"
     )
+    if counts.accuracy_attempted is not None:
+        line += (
+            f"; over {counts.attempted} attempted (ok + error, errors scored 0): "
+            f"accuracy {counts.accuracy_attempted * 100:.1f}%"
+        )
+        if counts.f1_attempted is not None:
+            line += f", F1 {counts.f1_attempted * 100:.1f}%"
+    return line
 
 
 def _notes(comparison: Comparison) -> list[str]:
@@ -756,6 +940,7 @@ __all__ = [
     "GroupComparison",
     "MetricDelta",
     "PairedData",
+    "ScoreComparison",
     "Side",
     "SideCounts",
     "compare",
@@ -763,6 +948,7 @@ __all__ = [
     "load_paired",
     "mcnemar_exact_p",
     "mean_estimate",
+    "paired_permutation_p",
     "run_strategies",
     "title",
     "to_json",

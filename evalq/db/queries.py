@@ -380,7 +380,14 @@ def episode_errors(session: Session, run_id: int, limit: int = 5) -> list[tuple[
 
 @dataclass(frozen=True)
 class StrategyResult:
-    """Aggregate results of one strategy over the valid episodes of a run."""
+    """Aggregate results of one strategy of a run.
+
+    ``episodes`` counts the ok episodes, over which ``accuracy``, ``exact_match``, ``f1``
+    and the means are taken. ``attempted`` counts ok plus error episodes (invalid ones, the
+    questions that could not be run, are left out); ``accuracy_attempted`` and
+    ``f1_attempted`` are over those, an error scoring 0, as the official scripts score a
+    missing prediction. ``f1`` and ``f1_attempted`` are None on multiple choice.
+    """
 
     strategy: str
     episodes: int
@@ -397,11 +404,24 @@ class StrategyResult:
     prompt_tokens: int
     completion_tokens: int
     mean_latency_s: float | None
+    attempted: int = 0
+    accuracy_attempted: float | None = None
+    f1_attempted: float | None = None
+
+
+def _share(total: Any, n: int) -> float | None:
+    """``total / n`` as a float; None without a total (no scores) or without episodes."""
+    return None if total is None or not n else float(total) / n
 
 
 def run_results(session: Session, run: Run) -> list[StrategyResult]:
-    """Per strategy: accuracy, EM/F1, recall, cost, steps, retrievals and tokens."""
+    """Per strategy: accuracy, EM/F1, recall, cost, steps, retrievals and tokens.
+
+    Accuracy and F1 are given twice: over ok episodes, and over attempted ones (ok or
+    error; an error scores 0).
+    """
     ok = Episode.status == "ok"
+    attempted = Episode.status.in_(("ok", "error"))
 
     def avg_ok(col: Any) -> Any:
         return func.avg(case((ok, col), else_=None))
@@ -423,6 +443,9 @@ def run_results(session: Session, run: Run) -> list[StrategyResult]:
             func.sum(Episode.prompt_tokens).label("prompt_tokens"),
             func.sum(Episode.completion_tokens).label("completion_tokens"),
             avg_ok(Episode.latency_s).label("mean_latency_s"),
+            func.sum(case((attempted, 1), else_=0)).label("attempted"),
+            func.sum(case((ok & Episode.correct.is_(True), 1), else_=0)).label("correct"),
+            func.sum(case((ok, Episode.f1), else_=None)).label("f1_sum"),
         )
         .where(Episode.run_id == run.id)
         .group_by(Episode.strategy)
@@ -436,6 +459,8 @@ def run_results(session: Session, run: Run) -> list[StrategyResult]:
 
         def f(v: Any) -> float | None:
             return None if v is None else float(v)
+
+        n_attempted = int(r.attempted or 0)
 
         out.append(
             StrategyResult(
@@ -454,6 +479,9 @@ def run_results(session: Session, run: Run) -> list[StrategyResult]:
                 prompt_tokens=int(r.prompt_tokens or 0),
                 completion_tokens=int(r.completion_tokens or 0),
                 mean_latency_s=f(r.mean_latency_s),
+                attempted=n_attempted,
+                accuracy_attempted=_share(r.correct, n_attempted),
+                f1_attempted=_share(r.f1_sum, n_attempted),
             )
         )
     return out

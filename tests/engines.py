@@ -16,6 +16,7 @@ from sqlalchemy.engine import Engine as SqlEngine
 from evalq.config import EngineSettings
 from evalq.data.registry import load_corpus, load_questions
 from evalq.models.base import Generation, GenerationRequest
+from evalq.models.vllm import context_error
 from evalq.rag.prompts import NO_INFO
 
 
@@ -68,6 +69,27 @@ class InstantEngine:
 
     def generate(self, requests: Sequence[GenerationRequest]) -> list[Generation]:
         return [Generation("Answer: 1", 10, 2, 0.0) for _ in requests]
+
+
+class ShortContextEngine:
+    """Answers like ``InstantEngine`` within a context of ``context`` tokens (a word a token).
+
+    A request whose prompt, with its ``max_tokens``, does not fit is refused alone, as the
+    vLLM engines refuse it; the rest of the batch is answered.
+    """
+
+    def __init__(self, context: int) -> None:
+        self.context = context
+
+    def generate(self, requests: Sequence[GenerationRequest]) -> list[Generation]:
+        return [self._one(r) for r in requests]
+
+    def _one(self, r: GenerationRequest) -> Generation:
+        tokens = sum(len(m["content"].split()) for m in r.messages)
+        refused = context_error(tokens, r.max_tokens, self.context)
+        if refused is not None:
+            return Generation.refused(refused, tokens)
+        return Generation("Answer: 1", tokens, 2, 0.0)
 
 
 def passage_engine(settings: EngineSettings) -> PassageEngine:

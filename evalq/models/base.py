@@ -26,12 +26,23 @@ class GenerationRequest:
 
 @dataclass(frozen=True)
 class Generation:
-    """What the engine produced for one request."""
+    """What the engine produced for one request.
+
+    ``error`` is set when the engine refused this one request (its prompt does not fit the
+    model's context) while serving the rest: the text is then empty. Drivers finish that
+    request's episode as an error; a failure of the engine itself raises instead.
+    """
 
     text: str
     prompt_tokens: int
     completion_tokens: int
     latency_s: float
+    error: str | None = None
+
+    @classmethod
+    def refused(cls, reason: str, prompt_tokens: int = 0) -> Generation:
+        """The reply to a request the engine would not serve, with the reason why."""
+        return cls("", prompt_tokens, 0, 0.0, error=reason)
 
 
 class Engine(Protocol):

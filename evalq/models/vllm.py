@@ -55,6 +55,31 @@ def max_num_seqs(engine: Any) -> int | None:
     return seqs if isinstance(seqs, int) else None
 
 
+def max_model_len(engine: Any) -> int | None:
+    """The context of a built vLLM engine (``LLMEngine`` or ``AsyncLLM``), in tokens."""
+    length = getattr(getattr(engine, "model_config", None), "max_model_len", None)
+    return length if isinstance(length, int) else None
+
+
+def context_error(prompt_tokens: int, max_tokens: int, context: int | None) -> str | None:
+    """Why a prompt cannot be served in the model's context; ``None`` when it fits.
+
+    The prompt plus every token it may generate must fit. vLLM itself refuses only a prompt
+    that leaves no room at all and silently cuts the rest short at the context's end; a cut
+    answer would be scored as a wrong one, so a strategy with longer prompts would lose
+    points to the model's context rather than to its answers. Refusing keeps every ``ok``
+    episode on the same generation budget and says why the others are not.
+    """
+    if context is None or prompt_tokens + max_tokens <= context:
+        return None
+    if prompt_tokens > context:
+        return f"prompt of {prompt_tokens:,} tokens exceeds the model's context of {context:,}"
+    return (
+        f"prompt of {prompt_tokens:,} tokens plus {max_tokens:,} to generate exceeds the "
+        f"model's context of {context:,}"
+    )
+
+
 def load_error(settings: EngineSettings, exc: Exception) -> UserError:
     """A model that cannot load, as one line for the user."""
     first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -165,6 +190,10 @@ class ChatRenderer:
             return str(rendered)
         return "\n\n".join(f"{m['role']}: {m['content']}" for m in messages) + "\n\nassistant:"
 
+    def encode(self, prompts: Sequence[str]) -> list[list[int]]:
+        """Token ids of rendered prompts with the tokenizer itself (no fast codec at hand)."""
+        return [list(self.tokenizer.encode(p, add_special_tokens=False)) for p in prompts]
+
 
 class VLLMEngine:
     """vLLM behind the ``Engine`` protocol; prompts go through the model's chat template."""
@@ -196,36 +225,52 @@ class VLLMEngine:
         self.tokenizer = self.renderer.tokenizer
         self.codec = TokenCodec.of(self.tokenizer)
         self.max_num_seqs = max_num_seqs(llm.llm_engine)
+        self.max_model_len = max_model_len(llm.llm_engine)
         self.recorder = recorder
 
     def render(self, messages: Sequence[ChatMessage]) -> str:
         """The prompt text for a conversation (chat template, or a plain fallback)."""
         return self.renderer.render(messages)
 
+    def encode(self, prompts: Sequence[str]) -> list[list[int]]:
+        """Token ids of rendered prompts (the fast codec where there is one)."""
+        return self.codec.encode(prompts) if self.codec else self.renderer.encode(prompts)
+
     def generate(self, requests: Sequence[GenerationRequest]) -> list[Generation]:
-        """One ``LLM.generate`` call for the whole batch; latency is the batch's wall time."""
+        """One ``LLM.generate`` call for the whole batch; latency is the batch's wall time.
+
+        A request whose prompt does not fit the context is refused alone
+        (``Generation.refused``); vLLM would fail the whole batch for it.
+        """
         if not requests:
             return []
         prompts = [self.render(r.messages) for r in requests]
-        params = [sampling_params(r, detokenize=self.codec is None) for r in requests]
         t0 = time.perf_counter()
-        inputs: list[Any] = prompts
-        if self.codec is not None:
-            inputs = [{"prompt_token_ids": ids} for ids in self.codec.encode(prompts)]
-        outs = self.llm.generate(inputs, params, use_tqdm=False)
+        ids = self.encode(prompts)
+        refusals = [
+            context_error(len(i), r.max_tokens, self.max_model_len)
+            for i, r in zip(ids, requests, strict=True)
+        ]
+        served = [n for n, why in enumerate(refusals) if why is None]
+        params = [sampling_params(requests[n], detokenize=self.codec is None) for n in served]
+        inputs: list[Any] = [{"prompt_token_ids": ids[n]} for n in served]
+        outs = self.llm.generate(inputs, params, use_tqdm=False) if served else []
         texts = (
             [o.outputs[0].text for o in outs]
             if self.codec is None
             else self.codec.decode([o.outputs[0].token_ids for o in outs])
         )
         elapsed = time.perf_counter() - t0
-        self.recorder.record(prompts, params)
-        return [
-            Generation(
+        self.recorder.record([prompts[n] for n in served], params)
+        replies = [
+            Generation.refused(why, len(i)) if why else None
+            for i, why in zip(ids, refusals, strict=True)
+        ]
+        for n, o, text in zip(served, outs, texts, strict=True):
+            replies[n] = Generation(
                 text=text,
                 prompt_tokens=len(o.prompt_token_ids or ()),
                 completion_tokens=len(o.outputs[0].token_ids),
                 latency_s=elapsed,
             )
-            for o, text in zip(outs, texts, strict=True)
-        ]
+        return [g for g in replies if g is not None]

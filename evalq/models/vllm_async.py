@@ -22,8 +22,10 @@ from evalq.models.vllm import (
     ChatRenderer,
     PromptRecorder,
     TokenCodec,
+    context_error,
     engine_kwargs,
     load_error,
+    max_model_len,
     max_num_seqs,
     sampling_params,
 )
@@ -57,6 +59,7 @@ class VLLMAsyncEngine:
         # thread as one batch (see TokenCodec). Without a fast tokenizer vLLM does both.
         self.codec = TokenCodec.of(self.renderer.tokenizer)
         self.max_num_seqs = max_num_seqs(self.llm)
+        self.max_model_len = max_model_len(self.llm)
         self._codec_thread = concurrent.futures.ThreadPoolExecutor(
             1, thread_name_prefix="evalq-tokenize"
         )
@@ -103,7 +106,11 @@ class VLLMAsyncEngine:
         return self.renderer.render(messages)
 
     async def agenerate(self, request: GenerationRequest) -> Generation:
-        """One request; latency is its own time from submission to its last token."""
+        """One request; latency is its own time from submission to its last token.
+
+        A prompt that does not fit the context is refused (``Generation.refused``) before
+        it reaches vLLM.
+        """
         from vllm.sampling_params import RequestOutputKind
 
         prompt = self.render(request.messages)
@@ -114,9 +121,14 @@ class VLLMAsyncEngine:
         final = None
         priority = request.priority if self._by_priority else 0
         request_id = f"evalq-{next(self._ids)}"
-        inputs: Any = prompt
         if self._encoder is not None:
-            inputs = {"prompt_token_ids": await self._encoder.submit(prompt)}
+            ids = await self._encoder.submit(prompt)
+        else:  # a slow tokenizer: rare, so on the loop
+            ids = self.renderer.encode([prompt])[0]
+        refused = context_error(len(ids), request.max_tokens, self.max_model_len)
+        if refused is not None:
+            return Generation.refused(refused, len(ids))
+        inputs: Any = {"prompt_token_ids": ids}
         async for out in self.llm.generate(inputs, params, request_id, priority=priority):
             final = out
         if final is None:

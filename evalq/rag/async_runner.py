@@ -302,8 +302,9 @@ class AsyncDriver:
     ) -> Iterator[EpisodeResult]:
         """Run ``episodes`` with at most ``concurrency`` in flight; yield each as it finishes.
 
-        Semantics match ``run_episodes``: an episode whose own code raises becomes an error
-        result; an engine or retrieval failure propagates (and cancels the rest).
+        Semantics match ``run_episodes``: an episode whose own code raises, or whose request
+        the engine refuses, becomes an error result; an engine or retrieval failure
+        propagates (and cancels the rest).
         """
         if concurrency < 1:
             raise ValueError(f"concurrency must be at least 1, got {concurrency}")

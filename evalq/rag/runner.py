@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from evalq.models.base import Engine, GenerationRequest
+from evalq.models.base import Engine, Generation, GenerationRequest
 from evalq.rag.episode import EpisodeGenerator, EpisodeResult, RetrievalRequest, Retrieved
 from evalq.rag.retrievers import Hit
 
@@ -72,8 +72,9 @@ def run_episodes(
 ) -> Iterator[EpisodeResult]:
     """Run ``episodes`` with at most ``concurrency`` in flight; yield each as it finishes.
 
-    An episode whose own code raises is finished as an error result with the reason; an
-    engine failure propagates (the whole shard is then retried by the broker).
+    An episode whose own code raises, or whose request the engine refuses (a prompt longer
+    than the model's context), is finished as an error result with the reason; an engine
+    failure propagates (the whole shard is then retried by the broker).
     """
     source = iter(episodes)
     active: list[_Active] = []
@@ -104,7 +105,17 @@ def run_episodes(
 
 
 def _advance(pending: PendingEpisode, reply: Any, *, first: bool) -> Any:
-    """Send ``reply`` into the episode; return its next action or its result."""
+    """Send ``reply`` into the episode; return its next action or its result.
+
+    A refused generation ends the episode as an error with the engine's reason: the episode
+    cannot go on without the reply, and the rest of the shard can.
+    """
+    if isinstance(reply, Generation) and reply.error is not None:
+        try:
+            pending.generator.close()
+        except Exception:  # its cleanup failing changes nothing: it ends as an error anyway
+            log.exception("episode failed while closing")
+        return pending.on_error(reply.error)
     try:
         return next(pending.generator) if first else pending.generator.send(reply)
     except StopIteration as stop:

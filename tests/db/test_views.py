@@ -174,9 +174,20 @@ def test_strategy_summary_equals_evalq_results(engine: Engine) -> None:
             ):
                 assert isinstance(row[column], float), column  # not Decimal on Postgres
                 assert row[column] == pytest.approx(value), column
+            assert row["attempted"] == result.attempted == result.episodes + result.errors
+            assert isinstance(row["accuracy_attempted"], float)  # not Decimal, not integer
+            assert row["accuracy_attempted"] == pytest.approx(result.accuracy_attempted)
+            assert row["f1_attempted"] is result.f1_attempted is None  # multiple choice
     (mdp,) = rows(engine, "SELECT * FROM strategy_summary WHERE strategy = 'mdp' AND run_id = 1")
     assert (mdp["correct"], mdp["ok"], mdp["invalid"]) == (3, 4, 1)  # the small run's four
     assert mdp["accuracy"] == pytest.approx(3 / 4)
+    # fixed:k=3 of the small run: 4 ok (q0, q3 right) and the error "boom", scored wrong.
+    (fixed,) = rows(
+        engine, "SELECT * FROM strategy_summary WHERE strategy = 'fixed:k=3' AND run_id = 1"
+    )
+    assert (fixed["ok"], fixed["errors"], fixed["attempted"]) == (4, 1, 5)
+    assert fixed["accuracy"] == pytest.approx(2 / 4)
+    assert fixed["accuracy_attempted"] == pytest.approx(2 / 5)
 
 
 def test_run_summary_counts_shards_episodes_and_thresholds(engine: Engine) -> None:
@@ -222,3 +233,45 @@ def test_downgrade_drops_the_views_and_upgrade_restores_them(engine: Engine) -> 
     assert "episodes" in inspect(engine).get_table_names()
     command.upgrade(config, "head")
     assert set(inspect(engine).get_view_names()) >= VIEWS
+
+
+def test_attempted_f1_scores_an_error_zero_and_leaves_invalid_out(engine: Engine) -> None:
+    """Open answers: F1 over ok episodes, and over ok + error with the error scored 0."""
+    with Session(engine) as session, session.begin():
+        run = Run(
+            dataset="hotpotqa",
+            difficulty="mixed",
+            n=4,
+            seed=1,
+            model=BIG,
+            strategies=["mdp"],
+            config={},
+            code_version="test",
+        )
+        session.add(run)
+        session.flush()
+        for qid, status, f1 in (("a", "ok", 1.0), ("b", "ok", 0.5), ("c", "error", None)):
+            session.add(
+                Episode(
+                    run_id=run.id,
+                    question_id=qid,
+                    strategy="mdp",
+                    status=status,
+                    correct=f1 == 1.0 if f1 is not None else None,
+                    exact_match=float(f1 == 1.0) if f1 is not None else None,
+                    f1=f1,
+                )
+            )
+        session.add(Episode(run_id=run.id, question_id="d", strategy="mdp", status="invalid"))
+        run_id = run.id
+    with Session(engine) as session:
+        (result,) = queries.run_results(session, queries.get_run(session, run_id))
+    assert (result.episodes, result.errors, result.invalid, result.attempted) == (2, 1, 1, 3)
+    assert result.accuracy == pytest.approx(1 / 2)
+    assert result.accuracy_attempted == pytest.approx(1 / 3)
+    assert result.f1 == pytest.approx(0.75)
+    assert result.f1_attempted == pytest.approx(0.5)
+    (row,) = rows(engine, "SELECT * FROM strategy_summary WHERE run_id = :r", r=run_id)
+    assert row["attempted"] == 3
+    assert row["accuracy_attempted"] == pytest.approx(1 / 3)
+    assert row["f1_attempted"] == pytest.approx(0.5)

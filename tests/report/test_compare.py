@@ -22,6 +22,7 @@ from evalq.report.compare import (
     Estimate,
     compare,
     load_paired,
+    paired_permutation_p,
     to_json,
     to_markdown,
     to_rich_table,
@@ -358,3 +359,137 @@ def test_rows_without_difficulty_group_as_unknown(engine: Engine) -> None:
     result = compare(paired, n_resamples=RESAMPLES)
     assert [g.group for g in result.by_difficulty] == ["unknown"]
     assert np.isclose(result.overall.accuracy_diff.value or 0.0, -0.5)
+
+
+def add_scored(
+    session: Session,
+    run: Run,
+    question_id: str,
+    strategy: str,
+    f1: float | None,
+    *,
+    status: str = "ok",
+    difficulty: str = "easy",
+) -> None:
+    """An open-answer episode: correct is exact match, as the answer scorer sets it."""
+    exact = None if f1 is None else float(f1 == 1.0)
+    session.add(
+        Episode(
+            run_id=run.id,
+            question_id=question_id,
+            strategy=strategy,
+            status=status,
+            difficulty=difficulty,
+            correct=None if exact is None else exact == 1.0,
+            exact_match=exact,
+            f1=f1,
+        )
+    )
+
+
+def open_answer_run(engine: Engine, f1_a: list[float], f1_b: list[float]) -> int:
+    """mdp vs fixed:k=3 with the given F1 per question, alternately easy and hard."""
+    with Session(engine) as session:
+        run = make_run(session, ["mdp", "fixed:k=3"])
+        for i, (a, b) in enumerate(zip(f1_a, f1_b, strict=True)):
+            difficulty = ("easy", "hard")[i % 2]
+            add_scored(session, run, f"q{i}", "mdp", a, difficulty=difficulty)
+            add_scored(session, run, f"q{i}", "fixed:k=3", b, difficulty=difficulty)
+        session.commit()
+        return run.id
+
+
+# Partial credit only: no answer is an exact match, so accuracy and EM tie at 0 on both.
+PARTIAL_A = [0.5 + 0.01 * i for i in range(30)]
+PARTIAL_B = [0.2 + 0.01 * (i % 7) for i in range(30)]
+
+
+def test_f1_better_on_every_question_gives_a_positive_interval_and_small_p(
+    engine: Engine,
+) -> None:
+    run_id = open_answer_run(engine, PARTIAL_A, PARTIAL_B)
+    with Session(engine) as session:
+        paired = load_paired(session, run_id, "mdp", run_id, "fixed:k=3")
+    result = compare(paired, n_resamples=RESAMPLES)
+    overall = result.overall
+    assert overall.mcnemar_p == 1.0  # what accuracy alone said
+    f1 = overall.score("f1")
+    assert f1 is not None
+    assert f1.diff.value == pytest.approx(np.mean(PARTIAL_A) - np.mean(PARTIAL_B))
+    assert f1.mean_a.value == pytest.approx(np.mean(PARTIAL_A))
+    assert f1.diff.interval is not None and f1.diff.interval[0] > 0
+    assert contains(f1.mean_a) and contains(f1.diff)
+    # Every sign-flip but the identity lowers the mean difference: p = 2 / (resamples + 1).
+    assert f1.permutation_p is not None and f1.permutation_p < 0.01
+    for group in result.by_difficulty:  # 15 pairs each, every one A > B
+        score = group.score("f1")
+        assert score is not None and score.diff.interval is not None
+        assert score.diff.interval[0] > 0 and (score.permutation_p or 1.0) < 0.01
+    exact = overall.score("exact_match")
+    assert exact is not None and exact.diff.value == 0.0 and exact.permutation_p == 1.0
+
+
+def test_equal_f1_gives_p_1_and_an_interval_containing_0(engine: Engine) -> None:
+    run_id = open_answer_run(engine, PARTIAL_A, PARTIAL_A)
+    with Session(engine) as session:
+        paired = load_paired(session, run_id, "mdp", run_id, "fixed:k=3")
+    f1 = compare(paired, n_resamples=RESAMPLES).overall.score("f1")
+    assert f1 is not None and f1.permutation_p == 1.0
+    assert f1.diff.interval is not None and f1.diff.interval[0] <= 0 <= f1.diff.interval[1]
+
+
+def test_f1_permutation_p_is_exact_on_few_pairs() -> None:
+    """Four pairs, 16 sign flips: the two-sided exact p is 2/16 when A wins every pair."""
+    a = np.array([0.9, 0.8, 0.7, 0.6])
+    b = np.array([0.1, 0.2, 0.3, 0.4])
+    assert paired_permutation_p(a, b, n_resamples=RESAMPLES) == pytest.approx(2 / 16)
+    assert paired_permutation_p(a[:0], b[:0]) is None
+
+
+def test_f1_in_json_markdown_rows_and_attempted_accuracy_counts_errors(
+    engine: Engine, db_url: str
+) -> None:
+    run_id = open_answer_run(engine, PARTIAL_A, PARTIAL_B)
+    with Session(engine) as session:
+        run = session.get(Run, run_id)
+        assert run is not None
+        # A fails two more questions (errors, scored 0); B has one invalid (left out).
+        add_scored(session, run, "e1", "mdp", None, status="error")
+        add_scored(session, run, "e2", "mdp", None, status="error")
+        add_scored(session, run, "e1", "fixed:k=3", 1.0)
+        add_scored(session, run, "e2", "fixed:k=3", None, status="invalid")
+        session.commit()
+    code, output = invoke(db_url, str(run_id), "--format", "json", "--resamples", "500")
+    assert code == 0, output
+    data = json.loads(output)
+    for group in (data["overall"], *data["by_difficulty"]):
+        for name in ("f1", "exact_match"):
+            assert set(group[name]) == {"a", "b", "diff_a_minus_b", "permutation_p"}
+    assert data["overall"]["f1"]["diff_a_minus_b"]["low"] > 0
+    side_a, side_b = data["a"], data["b"]
+    assert (side_a["attempted"], side_a["accuracy_attempted"]) == (32, 0.0)
+    assert side_a["f1_attempted"] == pytest.approx(sum(PARTIAL_A) / 32)
+    assert (side_b["attempted"], side_b["accuracy_attempted"]) == (31, pytest.approx(1 / 31))
+    assert side_b["f1_attempted"] == pytest.approx((sum(PARTIAL_B) + 1.0) / 31)
+    code, output = invoke(db_url, str(run_id), "--format", "markdown", "--resamples", "500")
+    assert code == 0, output
+    for text in ("| F1 A - B |", "| F1 permutation p |", "| EM A |", "over 32 attempted"):
+        assert text in output
+    code, output = invoke(db_url, str(run_id), "--resamples", "500")
+    assert code == 0 and "F1 permutation p" in output
+
+
+def test_multiple_choice_comparisons_have_no_f1_rows(engine: Engine, run_id: int) -> None:
+    result = run_compare(engine, run_id)
+    assert all(g.scores == () for g in result.groups)
+    assert "F1" not in to_markdown(result)
+    data = to_json(result)
+    assert data["overall"]["f1"] is None and data["overall"]["exact_match"] is None
+    assert data["a"]["f1_attempted"] is None
+    # mdp: 22 ok (OUTCOMES, and x2 and x3 right), no error; x1 is invalid and left out.
+    right_a = sum(a for _, a, _ in OUTCOMES.values()) + 2
+    assert data["a"]["attempted"] == 22
+    assert data["a"]["accuracy_attempted"] == pytest.approx(right_a / 22)
+    # fixed:k=3: 21 ok (x1 right) and one error (x2), scored wrong.
+    right_b = sum(b for _, _, b in OUTCOMES.values()) + 1
+    assert data["b"]["accuracy_attempted"] == pytest.approx(right_b / 22)

@@ -48,6 +48,7 @@ from evalq.config import Settings
 from evalq.models.timeline import TIMELINE_ENV
 from evalq.models.vllm import RECORD_ENV
 from evalq.rag.strategies import GenerationConfig
+from evalq.scheduler.defaults import RUN_DEFAULTS
 from evalq.scheduler.submit import RunRequest, submit
 
 
@@ -64,7 +65,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--dataset", default="oran-bench")
     p.add_argument("--difficulty", default="medium")
     p.add_argument("--strategies", default="mdp,fixed:k=3")
-    p.add_argument("--mdp-preset", default="multi_gpu")
+    p.add_argument("--mdp-preset", default=RUN_DEFAULTS.mdp_preset)
     p.add_argument("--shard-size", type=int, default=250)
     p.add_argument(
         "--concurrency",
@@ -78,9 +79,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--driver", default="async", choices=["async", "batch"])
     p.add_argument("--scheduling-policy", default=None, choices=["fcfs", "priority"])
     p.add_argument("--engine", default=None, help="engine factory (CPU checks of the script)")
-    p.add_argument("--answer-tokens", type=int, default=32)
-    p.add_argument("--note-tokens", type=int, default=64)
-    p.add_argument("--query-tokens", type=int, default=24)
+    p.add_argument("--answer-tokens", type=int, default=RUN_DEFAULTS.max_tokens)
+    p.add_argument("--note-tokens", type=int, default=GenerationConfig.note_tokens)
+    p.add_argument("--query-tokens", type=int, default=GenerationConfig.query_tokens)
     p.add_argument("--ideal", action=argparse.BooleanOptionalAction, default=True)
     p.add_argument("--seed-questions", type=int, default=16, help="(c) subset; 0 skips (c)")
     p.add_argument("--timeout", type=float, default=420.0, help="seconds for the run")

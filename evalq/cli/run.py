@@ -22,40 +22,71 @@ from evalq.db.queries import StrategyProgress, StrategyResult
 from evalq.db.session import open_store
 from evalq.errors import UserError
 from evalq.rag.strategies import GenerationConfig
+from evalq.scheduler.defaults import RUN_DEFAULTS
 from evalq.scheduler.submit import RunRequest, resume, submit
 
 
 @click.command("submit")
-@click.option("--dataset", default="hotpotqa", show_default=True, help="See `evalq datasets`.")
+@click.option(
+    "--dataset", default=RUN_DEFAULTS.dataset, show_default=True, help="See `evalq datasets`."
+)
 @click.option("--difficulty", default=None, help="Dataset difficulty (default: all of it).")
 @click.option("--n", "n", type=int, required=True, help="Number of questions to sample.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Same seed, same sample.")
+@click.option(
+    "--seed", type=int, default=RUN_DEFAULTS.seed, show_default=True, help="Same seed, same sample."
+)
 @click.option("--model", required=True, help="Model name; shards go to this model's queue.")
 @click.option(
     "--strategy",
     "strategies",
     multiple=True,
-    default=("fixed:k=0", "fixed:k=3"),
+    default=RUN_DEFAULTS.strategies,
     show_default=True,
     help="Repeatable: fixed:k=N (k=0 closed-book) or mdp.",
 )
-@click.option("--repeats", type=int, default=1, show_default=True, help="Episodes per question.")
-@click.option("--shard-size", type=int, default=50, show_default=True, help="Questions a shard.")
+@click.option(
+    "--repeats",
+    type=int,
+    default=RUN_DEFAULTS.repeats,
+    show_default=True,
+    help="Episodes per question.",
+)
+@click.option(
+    "--shard-size",
+    type=int,
+    default=RUN_DEFAULTS.shard_size,
+    show_default=True,
+    help="Questions a shard.",
+)
 @click.option("--name", default=None, help="A label for the run.")
-@click.option("--max-tokens", type=int, default=32, show_default=True, help="Answer length cap.")
-@click.option("--temperature", type=float, default=0.0, show_default=True)
+@click.option(
+    "--max-tokens",
+    type=int,
+    default=RUN_DEFAULTS.max_tokens,
+    show_default=True,
+    help="Answer length cap.",
+)
+@click.option("--temperature", type=float, default=RUN_DEFAULTS.temperature, show_default=True)
 @click.option("--ignore-eos", is_flag=True, help="Fixed output lengths (benchmarks only).")
 @click.option(
     "--mdp-preset",
-    default="multi_gpu",
+    default=RUN_DEFAULTS.mdp_preset,
     show_default=True,
     help="base, multi_gpu or early (base's solved policy never retrieves; see docs/mdp.md).",
 )
 @click.option(
     "--mdp-set", "mdp_set", multiple=True, metavar="KEY=VALUE", help="Override an MDP parameter."
 )
-@click.option("--k-step", type=int, default=3, show_default=True, help="Passages per retrieve.")
-@click.option("--max-steps", type=int, default=10, show_default=True, help="MDP step cap.")
+@click.option(
+    "--k-step",
+    type=int,
+    default=RUN_DEFAULTS.k_step,
+    show_default=True,
+    help="Passages per retrieve.",
+)
+@click.option(
+    "--max-steps", type=int, default=RUN_DEFAULTS.max_steps, show_default=True, help="MDP step cap."
+)
 @click.option(
     "--corpus",
     default=None,
@@ -64,7 +95,7 @@ from evalq.scheduler.submit import RunRequest, resume, submit
 @click.option(
     "--retriever",
     type=click.Choice(["bm25", "dense"]),
-    default="bm25",
+    default=RUN_DEFAULTS.retriever,
     show_default=True,
     help="dense needs the 'dense' extra.",
 )

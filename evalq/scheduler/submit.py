@@ -25,6 +25,7 @@ from evalq.rag.mdp_solver import PRESETS, MDPParams
 from evalq.rag.retrieval import check_retriever
 from evalq.rag.strategies import GenerationConfig, parse_strategy
 from evalq.rag.strategies.fixed import FixedK
+from evalq.scheduler.defaults import RUN_DEFAULTS
 from evalq.worker.app import RUN_SHARD, make_app, queue_for
 
 log = logging.getLogger(__name__)
@@ -39,19 +40,18 @@ class RunRequest:
     strategies: tuple[str, ...]
     n: int
     difficulty: str = "all"
-    seed: int = 0
-    repeats: int = 1
-    shard_size: int = 50
+    seed: int = RUN_DEFAULTS.seed
+    repeats: int = RUN_DEFAULTS.repeats
+    shard_size: int = RUN_DEFAULTS.shard_size
     name: str | None = None
     generation: GenerationConfig = field(default_factory=GenerationConfig)
-    # The seed's multi-GPU preset: base's solved policy never retrieves (theta_cont = 0).
-    mdp_preset: str = "multi_gpu"
+    mdp_preset: str = RUN_DEFAULTS.mdp_preset
     mdp_overrides: dict[str, Any] = field(default_factory=dict)
-    k_step: int = 3
-    max_steps: int = 10
+    k_step: int = RUN_DEFAULTS.k_step
+    max_steps: int = RUN_DEFAULTS.max_steps
     # A shipped or user corpus for a dataset that ships none (jsonl:, oran-bench).
     corpus: str | None = None
-    retriever: str = "bm25"
+    retriever: str = RUN_DEFAULTS.retriever
 
 
 def mdp_params(req: RunRequest) -> MDPParams:

@@ -17,7 +17,8 @@ A run takes the keys of ``evalq submit`` (``dataset``, ``difficulty``, ``n``, ``
 ``model``, ``strategies``, ``repeats``, ``shard_size``, ``max_tokens``, ``temperature``,
 ``mdp_preset``, ``mdp``, ``k_step``, ``max_steps``, ``corpus``, ``retriever``) and ``gpus``;
 the seed's spellings ``n_questions``, ``fixed_k``, ``gpu_mode`` and ``gpu_ids`` are
-accepted too. Overrides (``--set KEY=VALUE``, ``--model``) apply to every run, last.
+accepted too. Overrides (``--set KEY=VALUE``, ``--model``) apply to every run, last. A key
+left unset takes the run default of ``evalq submit`` (``evalq.scheduler.defaults``).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from evalq.db import queries
 from evalq.db.session import open_store
 from evalq.errors import UserError
 from evalq.rag.strategies import GenerationConfig
+from evalq.scheduler.defaults import RUN_DEFAULTS
 from evalq.scheduler.submit import RunRequest, submit
 
 RUN_KEYS = (
@@ -153,16 +155,16 @@ def _request(where: str, spec: Mapping[str, Any], index: int) -> SuiteRun:
         raise UserError(f"{where}: no model (set it in the run, in defaults, or with --model)")
     if "n" not in spec:
         raise UserError(f"{where}: no n (the number of questions)")
-    strategies = spec.get("strategies", ["fixed:k=0", "fixed:k=3"])
+    strategies = spec.get("strategies", list(RUN_DEFAULTS.strategies))
     strategies = [strategies] if isinstance(strategies, str) else strategies
     if not isinstance(strategies, list) or not all(isinstance(s, str) for s in strategies):
         raise UserError(f"{where}: strategies must be a list like [mdp, fixed:k=3]")
     mdp = spec.get("mdp") or {}
     if not isinstance(mdp, Mapping):
         raise UserError(f"{where}: mdp must map parameter names to values")
-    dataset = str(spec.get("dataset", "hotpotqa"))
+    dataset = str(spec.get("dataset", RUN_DEFAULTS.dataset))
     info = DATASETS.get(dataset)
-    seed = _as_int(where, "seed", spec.get("seed", 0))
+    seed = _as_int(where, "seed", spec.get("seed", RUN_DEFAULTS.seed))
     name = str(spec.get("name") or f"run{index + 1}")
     request = RunRequest(
         dataset=dataset,
@@ -171,20 +173,22 @@ def _request(where: str, spec: Mapping[str, Any], index: int) -> SuiteRun:
         n=_as_int(where, "n", spec["n"]),
         difficulty=str(spec.get("difficulty") or (info.every_question if info else "all")),
         seed=seed,
-        repeats=_as_int(where, "repeats", spec.get("repeats", 1)),
-        shard_size=_as_int(where, "shard_size", spec.get("shard_size", 50)),
+        repeats=_as_int(where, "repeats", spec.get("repeats", RUN_DEFAULTS.repeats)),
+        shard_size=_as_int(where, "shard_size", spec.get("shard_size", RUN_DEFAULTS.shard_size)),
         name=name,
         generation=GenerationConfig(
-            answer_tokens=_as_int(where, "max_tokens", spec.get("max_tokens", 32)),
-            temperature=float(spec.get("temperature", 0.0)),
+            answer_tokens=_as_int(
+                where, "max_tokens", spec.get("max_tokens", RUN_DEFAULTS.max_tokens)
+            ),
+            temperature=float(spec.get("temperature", RUN_DEFAULTS.temperature)),
             seed=seed,
         ),
-        mdp_preset=str(spec.get("mdp_preset", "base")),
+        mdp_preset=str(spec.get("mdp_preset", RUN_DEFAULTS.mdp_preset)),
         mdp_overrides=dict(mdp),
-        k_step=_as_int(where, "k_step", spec.get("k_step", 3)),
-        max_steps=_as_int(where, "max_steps", spec.get("max_steps", 10)),
+        k_step=_as_int(where, "k_step", spec.get("k_step", RUN_DEFAULTS.k_step)),
+        max_steps=_as_int(where, "max_steps", spec.get("max_steps", RUN_DEFAULTS.max_steps)),
         corpus=None if spec.get("corpus") is None else str(spec["corpus"]),
-        retriever=str(spec.get("retriever", "bm25")),
+        retriever=str(spec.get("retriever", RUN_DEFAULTS.retriever)),
     )
     gpus = None if spec.get("gpus") is None else _gpus(where, spec["gpus"])
     return SuiteRun(name, request, gpus)

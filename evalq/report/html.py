@@ -141,6 +141,7 @@ def _strategy_table(summaries: Sequence[StrategySummary]) -> str:
         "ok",
         "excluded",
         "accuracy",
+        "accuracy (attempted)",
         "mean cost",
         "steps",
         "retrievals",
@@ -154,6 +155,7 @@ def _strategy_table(summaries: Sequence[StrategySummary]) -> str:
             str(s.ok),
             ", ".join(f"{status} {count}" for status, count in s.excluded.items()) or "0",
             _percent(s.accuracy),
+            f"{_percent(s.accuracy_attempted)} (n={s.attempted})",
             _with_interval(s.cost),
             _number(s.mean_steps),
             _number(s.mean_retrievals),
@@ -271,7 +273,8 @@ def render_html(
     settings = (
         f"Intervals: {options.confidence * 100:g}% bootstrap ({options.method}, "
         f"{options.n_resamples} resamples, seed {options.seed}) over ok episodes; "
-        "invalid and error episodes are counted, not scored."
+        "invalid and error episodes are counted, not scored, except in accuracy (attempted): "
+        "over ok and error episodes, an error counting as a wrong answer."
     )
     generated = datetime.now(UTC).isoformat(timespec="seconds")
     return (

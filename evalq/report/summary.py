@@ -11,7 +11,13 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from evalq.report.compare import BootstrapMethod, Estimate, difficulty_sort_key, mean_estimate
+from evalq.report.compare import (
+    ERROR_STATUS,
+    BootstrapMethod,
+    Estimate,
+    difficulty_sort_key,
+    mean_estimate,
+)
 from evalq.report.episodes import RunEpisodes, StrategyEpisodes
 
 
@@ -46,13 +52,19 @@ class DifficultyAccuracy:
 
 @dataclass(frozen=True)
 class StrategySummary:
-    """One strategy's results over its ok episodes; excluded ones are counted by status."""
+    """One strategy's results over its ok episodes; excluded ones are counted by status.
+
+    ``accuracy_attempted`` is over every attempted episode (``attempted``: ok plus error),
+    an error counting as a wrong answer; invalid episodes never ran and stay out.
+    """
 
     strategy: str
     total: int
     ok: int
     excluded: dict[str, int]
     accuracy: Estimate
+    attempted: int
+    accuracy_attempted: Estimate
     cost: Estimate
     mean_steps: float | None
     mean_retrievals: float | None
@@ -76,12 +88,16 @@ def summarise_strategy(episodes: StrategyEpisodes, options: StatsOptions) -> Str
         )
         for name in sorted(set(episodes.difficulty), key=difficulty_sort_key)
     )
+    errors = episodes.statuses.get(ERROR_STATUS, 0)
+    correct_attempted = np.concatenate([episodes.correct, np.zeros(errors)])
     return StrategySummary(
         strategy=episodes.strategy,
         total=episodes.total,
         ok=episodes.ok,
         excluded=episodes.excluded,
         accuracy=options.estimate(episodes.correct),
+        attempted=len(correct_attempted),
+        accuracy_attempted=options.estimate(correct_attempted),
         cost=options.estimate(episodes.cost),
         mean_steps=_mean(episodes.steps),
         mean_retrievals=_mean(episodes.retrievals),

@@ -123,6 +123,8 @@ def test_report_is_one_page_with_plots_and_tables(db_url: str, run_id: int, tmp_
         assert f"<td>{html.escape(strategy)}</td>" in text
     assert html.escape(MODEL) in text
     assert f"{mdp_accuracy() * 100:.1f}%" in text
+    assert "accuracy (attempted)" in text
+    assert f"{mdp_accuracy() * (QUESTIONS - 1) / QUESTIONS * 100:.1f}%" in text
     assert "A = run 1 mdp, B = run 1 fixed:k=3 (differences are A - B)" in text
     assert "error 1" in text and "invalid 1" in text
     for name in PLOTS:
@@ -179,6 +181,11 @@ def test_intervals_are_scipys_bootstrap(db_url: str, run_id: int) -> None:
     assert summary.accuracy.value == pytest.approx(mdp_accuracy())
     assert summary.accuracy.interval == pytest.approx((expected.low, expected.high))
     assert summary.ok == QUESTIONS - 1 and summary.excluded == {"error": 1}
+    # Over attempted episodes the error (question 1) counts as a wrong answer.
+    assert summary.attempted == QUESTIONS
+    assert summary.accuracy_attempted.value == pytest.approx(
+        mdp_accuracy() * (QUESTIONS - 1) / QUESTIONS
+    )
     assert [d.n for d in summary.by_difficulty] == [8, 7, 8]  # question 1 (medium) failed
 
 

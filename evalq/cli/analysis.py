@@ -148,7 +148,10 @@ def compare_command(
 
     Accuracy with bootstrap intervals, the paired accuracy difference, McNemar's exact
     test, and mean cost, steps, retrievals, tokens and latency, overall and per difficulty.
-    Episodes with status invalid or error are left out and counted.
+    On open-answer datasets also mean F1 and EM, their paired differences with intervals
+    and a paired permutation test. Episodes with status invalid or error are left out of
+    the pairs and counted; each side's accuracy over its attempted episodes (errors
+    scored 0) is given under the table.
     """
     other_run = run_id if run_b is None else run_b
     with open_session(_settings(ctx)) as session:

@@ -42,7 +42,8 @@ def load(difficulty: str) -> list[Question]:
     """The questions: "all" (500), "bridge" (rows 0-249) or "comparison" (rows 250-499).
 
     Each question's difficulty label is its type, "bridge" or "comparison"; its gold
-    passages are its two supporting paragraphs in the "hotpotqa" corpus.
+    passages are its two supporting paragraphs in the "hotpotqa" corpus. Answers are graded
+    by the official HotpotQA metric ("hotpotqa").
 
     Raises:
         UserError: If the difficulty is unknown.
@@ -69,6 +70,7 @@ def load(difficulty: str) -> list[Question]:
                     for context in row["contexts"]
                     if context["is_supporting"]
                 ),
+                metric="hotpotqa",
             )
         )
     return questions

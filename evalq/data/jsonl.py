@@ -5,7 +5,11 @@ Each line is one object::
     {"id": "q1", "question": "...", "answer": "2",
      "options": ["...", "...", "..."],          # optional: multiple choice, answer = 1-based number
      "gold_passages": ["corpus-passage-id"],    # optional
-     "aliases": ["..."], "difficulty": "hard"}  # optional
+     "aliases": ["..."], "difficulty": "hard",  # optional
+     "metric": "squad"}                         # optional: "squad", "hotpotqa" or "musique"
+
+``metric`` names the official answer metric that grades a short answer (default "squad";
+see ``evalq.rag.scoring.METRICS``); an unknown name makes the row invalid.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from typing import Any
 from evalq.data.oran import strip_option_prefix
 from evalq.data.question import Question
 from evalq.errors import UserError
+from evalq.rag.scoring import DEFAULT_METRIC, METRICS
 
 ALL = "all"
 # What no database stores as text: NUL (Postgres refuses it) and unpaired surrogates (not
@@ -147,6 +152,9 @@ def parse_row(line: str, line_no: int, corpus: str | None) -> Question:
     aliases = row.get("aliases", [])
     if not _is_string_list(aliases):
         return invalid("'aliases' is not a list of strings")
+    metric = row.get("metric", DEFAULT_METRIC)
+    if not isinstance(metric, str) or metric not in METRICS:
+        return invalid(f"'metric' {metric!r} is not one of: " + ", ".join(METRICS))
     return Question(
         id=question_id,
         text=text.strip(),
@@ -156,6 +164,7 @@ def parse_row(line: str, line_no: int, corpus: str | None) -> Question:
         corpus=corpus,
         gold_passages=tuple(gold_passages),
         aliases=tuple(aliases),
+        metric=metric,
     )
 
 

@@ -55,7 +55,8 @@ def _hop_label(question_id: str) -> str:
 def load(difficulty: str) -> list[Question]:
     """The questions: "all" or those with 2, 3 or 4 hops ("2hop", "3hop", "4hop").
 
-    Gold passages are the supporting paragraphs (2-4 per question) as corpus ids.
+    Gold passages are the supporting paragraphs (2-4 per question) as corpus ids; answers
+    are graded by the official MuSiQue metric ("musique"), over the answer and its aliases.
 
     Raises:
         UserError: If the difficulty is unknown.
@@ -93,6 +94,7 @@ def load(difficulty: str) -> list[Question]:
                 invalid=(
                     f"{missing} supporting paragraph(s) not in the corpus" if missing else None
                 ),
+                metric="musique",
             )
         )
     return questions

@@ -19,6 +19,10 @@ class Question:
         corpus: Name of the corpus retrieval runs over, or None (closed-book only).
         gold_passages: Ids of the corpus passages known to support the answer.
         aliases: Other accepted answers (short answer only).
+        metric: The answer metric that grades a short answer, a key of
+            ``evalq.rag.scoring.METRICS``: "squad" (the default), "hotpotqa" or "musique",
+            each its dataset's official evaluation. Multiple choice ignores it (options are
+            graded by ``parse_option``).
         invalid: Why the row cannot be evaluated, or None for a valid row. Invalid rows
             are stored as invalid episodes with this reason, never dropped.
     """
@@ -31,6 +35,7 @@ class Question:
     corpus: str | None = None
     gold_passages: tuple[str, ...] = field(default_factory=tuple)
     aliases: tuple[str, ...] = field(default_factory=tuple)
+    metric: str = "squad"
     invalid: str | None = None
 
     @property

@@ -35,7 +35,8 @@ def load(difficulty: str) -> list[Question]:
     """All 10,570 questions (difficulty "all"), in file order.
 
     Gold is the first reference answer, aliases the other distinct ones; the gold passage
-    is the question's own paragraph in the "squad" corpus.
+    is the question's own paragraph in the "squad" corpus. Answers are graded by the
+    official SQuAD v1.1 metric ("squad").
 
     Raises:
         UserError: If the difficulty is not "all".
@@ -60,6 +61,7 @@ def load(difficulty: str) -> list[Question]:
                         gold_passages=(gold_passage,),
                         aliases=aliases,
                         invalid=None if answers else "no reference answer",
+                        metric="squad",
                     )
                 )
     return questions

@@ -87,17 +87,16 @@ def grade(result: EpisodeResult, q: Question, generated: str) -> None:
     """Score the generated text (only the generated text, never the prompt) in place."""
     result.raw_output = generated
     if q.options is not None:
-        choice = scoring.parse_option(generated, len(q.options))
+        choice = scoring.parse_option(generated, len(q.options), q.options)
         result.parsed = choice is not None
         result.answer = None if choice is None else str(choice)
         result.correct = choice is not None and str(choice) == q.gold
     else:
+        # The dataset's own official metric (q.metric), over the gold answer and its aliases.
         answer = scoring.extract_short_answer(generated)
-        golds = [q.gold, *q.aliases]
         result.answer = answer
         result.parsed = bool(answer)
-        result.exact_match = scoring.exact_match(answer, golds)
-        result.f1 = scoring.token_f1(answer, golds)
+        result.exact_match, result.f1 = scoring.score_answer(q.metric, answer, [q.gold, *q.aliases])
         result.correct = result.exact_match == 1.0
     if q.gold_passages:
         result.retrieval_recall = scoring.retrieval_recall(result.passage_ids, q.gold_passages)

@@ -15,6 +15,8 @@ from evalq.cli.main import cli
 from evalq.db.models import Episode, Shard
 from evalq.db.session import open_store
 from evalq.models.base import Generation, GenerationRequest
+from evalq.models.registry import tiny_model_dir
+from evalq.models.vllm import ChatRenderer, TokenCodec, context_error
 from evalq.rag.async_runner import AsyncDriver
 from evalq.rag.episode import EpisodeGenerator, EpisodeResult
 from evalq.rag.retrievers import Hit
@@ -114,3 +116,28 @@ class _NoRetrievers:
         self, corpus: str, queries: list[str], k: int, exclude: list[frozenset[str]]
     ) -> list[list[Hit]]:
         raise AssertionError("no retrieval here")
+
+
+def test_a_prompt_must_fit_with_every_token_it_may_generate() -> None:
+    assert context_error(8_128, 64, 8_192) is None  # exactly full
+    assert context_error(10, 64, None) is None  # an engine that does not say
+    assert context_error(8_129, 64, 8_192) == (
+        "prompt of 8,129 tokens plus 64 to generate exceeds the model's context of 8,192"
+    )
+    assert context_error(9_120, 64, 8_192) == (
+        "prompt of 9,120 tokens exceeds the model's context of 8,192"
+    )
+
+
+def test_without_a_fast_codec_prompts_are_counted_as_the_codec_counts_them() -> None:
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir())
+    codec = TokenCodec.of(tokenizer)
+    assert codec is not None
+    renderer = ChatRenderer(tokenizer)
+    prompts = [
+        renderer.render(({"role": "user", "content": f"Question {i}: ünïcode {i}"},))
+        for i in range(5)
+    ]
+    assert renderer.encode(prompts) == codec.encode(prompts)

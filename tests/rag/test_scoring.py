@@ -1,6 +1,7 @@
 import pytest
 
 from evalq.rag.scoring import (
+    METRICS,
     exact_match,
     extract_short_answer,
     normalize_answer,
@@ -69,3 +70,9 @@ def test_retrieval_recall() -> None:
     assert retrieval_recall(["a", "b", "c"], ["a", "z"]) == 0.5
     assert retrieval_recall([], ["a"]) == 0.0
     assert retrieval_recall(["a"], []) is None
+
+
+def test_exact_match_and_token_f1_are_the_squad_metric() -> None:
+    for prediction, golds in [("yes, both", ["yes"]), ("", [""]), ("the x", ["x", "y"])]:
+        assert exact_match(prediction, golds) == METRICS["squad"].exact_match(prediction, golds)
+        assert token_f1(prediction, golds) == METRICS["squad"].f1(prediction, golds)

@@ -406,6 +406,15 @@ _CLAUSE_GAP = re.compile(r"[\s:\uff1a\-\u2013\u2014]*")
 # A clause ends at a sentence end (a period before a non-word), ";", "!", "?" or a line end.
 _CLAUSE_END = re.compile(r"[!?;\n]|\.(?!\w)")
 _CLAUSE_MAX = 80
+# A choice before its answer phrase: "B is the correct answer", "(2) is the right option".
+_CHOICE_IS_ANSWER = re.compile(
+    r"[(\[]?(?:"
+    + _NUMBER
+    + "|"
+    + _LETTER
+    + r")[)\]]?\s+(?i:is|would\s+be)\s+(?i:the\s+)?(?i:(?:correct|right|best|final)\s+)?"
+    r"(?i:answer|option|choice)\b"
+)
 # "option 3", "choice (B)", "option is two", "the second option", "(3)", "(B)", "3)", "B)".
 _OPTION_MENTIONS = (
     re.compile(
@@ -464,9 +473,9 @@ def _valid_choice(text: str, match: re.Match[str], n_options: int) -> int | None
     return value
 
 
-def _clause_choices(text: str, key: re.Pattern[str], n_options: int) -> list[int]:
-    """For each clause opened by ``key``, the first valid choice in it (if it has one)."""
-    choices: list[int] = []
+def _clause_choices(text: str, key: re.Pattern[str], n_options: int) -> list[tuple[int, int]]:
+    """For each clause opened by ``key``, where it opens and the first valid choice in it."""
+    choices: list[tuple[int, int]] = []
     for opening in key.finditer(text):
         start = _CLAUSE_GAP.match(text, opening.end())
         begin = opening.end() if start is None else start.end()
@@ -476,7 +485,7 @@ def _clause_choices(text: str, key: re.Pattern[str], n_options: int) -> list[int
         for match in _CLAUSE_CHOICE.finditer(clause, begin):
             value = _valid_choice(text, match, n_options)
             if value is not None:
-                choices.append(value)
+                choices.append((opening.start(), value))
                 break
     return choices
 
@@ -520,9 +529,10 @@ def parse_option(
 
     1. The whole reply is one choice: "B", "(B)", "3.", "two", "second".
     2. The last "final answer" clause: "Final answer: 3".
-    3. The last answer clause with a choice: "Answer: B", "the correct answer is (2)";
-       so "The answer is not 4; it is 2" is 2 (rule 5 finds it), "Answer: 9, no wait, 2"
-       is 2. A letter there must not read as an article or "I" ("A cell", "I think").
+    3. The last answer clause with a choice: "Answer: B", "the correct answer is (2)",
+       "B is the correct answer"; so "The answer is not 4; it is 2" is 2 (rule 5 finds
+       it), "Answer: 9, no wait, 2" is 2. A letter there must not read as an article or
+       "I" ("A cell", "I think").
     4. The first option mention: "option 3", "choice B", "the second option", "(B)",
        "(3)", "3)", "B)".
     5. The first standalone number (not in "5G", "WG3", "2.5").
@@ -547,10 +557,16 @@ def parse_option(
         value = _choice_value(whole)
         if 1 <= value <= n_options:
             return value
-    for key in (_FINAL_ANSWER_KEY, _ANSWER_KEY):
-        clause_choices = _clause_choices(text, key, n_options)
-        if clause_choices:
-            return clause_choices[-1]
+    final_choices = _clause_choices(text, _FINAL_ANSWER_KEY, n_options)
+    if final_choices:
+        return final_choices[-1][1]
+    answer_choices = _clause_choices(text, _ANSWER_KEY, n_options) + [
+        (match.start(), choice)
+        for match in _CHOICE_IS_ANSWER.finditer(text)
+        if (choice := _valid_choice(text, match, n_options)) is not None
+    ]
+    if answer_choices:
+        return max(answer_choices)[1]
     for patterns in (_OPTION_MENTIONS, (_STANDALONE_NUMBER,)):
         mentioned = _mentioned_choices(text, patterns, n_options)
         if mentioned:

@@ -34,6 +34,9 @@ OPTIONS = ("Fronthaul", "Midhaul", "Backhaul", "Fronthaul and midhaul")
         ("B) Midhaul", 2),
         ("Choice (C)", 3),
         ("Answer: option B", 2),
+        ("B is the correct answer", 2),
+        ("(C) would be the best choice", 3),
+        ("Answer: 1. Actually B is the correct answer", 2),
         # number words
         ("two", 2),
         ("Second", 2),
@@ -75,6 +78,7 @@ def test_parse_option_reads_the_stated_choice(text: str, expected: int) -> None:
         "<think>maybe 1",
         "O-RAN uses E2",
         "Midhaul",  # a text answer without the option texts
+        "B is not the answer",
     ],
 )
 def test_parse_option_is_none_when_no_choice_is_stated(text: str) -> None:

@@ -89,7 +89,12 @@ def _musique_f1(prediction: str, gold: str) -> float:
 def _best_over_golds(
     score: Callable[[str, str], float], prediction: str, golds: Sequence[str], what: str
 ) -> float:
-    """``metric_max_over_ground_truths`` of the official scripts: the best score over golds."""
+    """``metric_max_over_ground_truths`` of the official scripts: the best score over golds.
+
+    A lone string is one gold answer, not a sequence of one-letter golds.
+    """
+    if isinstance(golds, str):
+        golds = [golds]
     if not golds:
         raise ValueError(f"{what} needs at least one gold answer")
     return max(score(prediction, gold) for gold in golds)

@@ -125,3 +125,8 @@ def test_f1_floats_are_those_of_the_official_arithmetic() -> None:
     expected = (2 * precision * recall) / (precision + recall)
     for name in METRICS:
         assert METRICS[name].f1("a1 b1 c1", ["a1 b1 d e f g h"]) == expected
+
+
+def test_a_lone_string_is_one_gold_answer() -> None:
+    assert score_answer("squad", "Paris", "Paris") == (1.0, 1.0)
+    assert score_answer("musique", "P", "Paris") == (0.0, 0.0)

@@ -52,10 +52,11 @@ def _register() -> None:
     from evalq.cli.fleet import fleet
     from evalq.cli.generate import generate
     from evalq.cli.mdp import mdp
+    from evalq.cli.models import models
     from evalq.cli.suite import suite
 
     fleet.add_command(compose)
-    extras = (mdp, compare_command, export_command, report_command, generate, suite, fleet)
+    extras = (mdp, models, compare_command, export_command, report_command, generate, suite, fleet)
     for extra in (*extras, *corpus_commands):
         cli.add_command(extra)
 

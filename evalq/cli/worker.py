@@ -105,7 +105,11 @@ def worker_argv(options: dict[str, Any]) -> list[str]:
 
 
 @click.command("worker")
-@click.option("--model", required=True, help="Model name or folder (evalq/tiny-random: random).")
+@click.option(
+    "--model",
+    required=True,
+    help="Stored model name (evalq models list), folder, HF id, or evalq/tiny-random (random).",
+)
 @click.option("--gpus", default="0", show_default=True, help="CUDA_VISIBLE_DEVICES, e.g. 0 or 0,1.")
 @click.option("--tensor-parallel-size", type=int, default=None, help="GPUs per engine.")
 @click.option("--queue", default=None, help="Queue to consume (default: the model's queue).")

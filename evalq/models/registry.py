@@ -12,13 +12,15 @@ from pathlib import Path
 from evalq.config import EngineSettings, evalq_home
 from evalq.errors import UserError
 from evalq.models.base import Engine
+from evalq.models.store import DEFAULT_MODEL, DEFAULT_MODEL_SOURCE, models_dir, stored_model_dir
 
 log = logging.getLogger(__name__)
 
 TINY_MODEL = "evalq/tiny-random"
 RANDOM_WARNING = (
     f"MODEL {TINY_MODEL} HAS RANDOM WEIGHTS: its answers are noise. It measures speed and "
-    "behaviour only; accuracy needs a real model (--model /path/or/hf-name)."
+    f"behaviour only; accuracy needs a real model (--model {DEFAULT_MODEL}, a stored name, "
+    "a folder or an HF id)."
 )
 
 
@@ -39,9 +41,46 @@ def tiny_model_dir() -> Path:
     return build_tiny_model(evalq_home() / "models" / "tiny-random", _tokenizer_texts())
 
 
+def resolve_model(model: str) -> str:
+    """What vLLM loads for ``model``: a stored model's folder, else ``model`` as given.
+
+    A stored name (``evalq models add``) becomes its folder under ``EVALQ_HOME/models``;
+    folders and Hugging Face ids (``org/name``) pass through. The queue keeps the name as
+    typed, so submit and worker agree on it.
+
+    Raises:
+        UserError: a bare name (no slash) that is neither stored nor a folder.
+    """
+    if model == TINY_MODEL:
+        return model
+    folder = stored_model_dir(model)
+    if folder is not None:
+        return str(folder)
+    if "/" not in model and not Path(model).expanduser().exists():
+        hint = (
+            f" (prepare it: evalq models add {DEFAULT_MODEL} {DEFAULT_MODEL_SOURCE})"
+            if model == DEFAULT_MODEL
+            else ""
+        )
+        raise UserError(
+            f"unknown model {model!r}: not stored in {models_dir()} (evalq models list){hint}, "
+            "not a folder, and not a Hugging Face id (org/name)"
+        )
+    return model
+
+
 def engine_settings_for(model: str, **overrides: object) -> EngineSettings:
-    """Engine settings for ``model``; the tiny model gets dummy weights and small limits."""
-    base = EngineSettings(model=model)
+    """Engine settings for ``model``; the tiny model gets dummy weights and small limits.
+
+    Raises:
+        UserError: ``model`` is a bare name that is not stored (see ``resolve_model``).
+    """
+    base = EngineSettings(model=resolve_model(model))
+    if stored_model_dir(model) is not None:
+        # A CPU build of vLLM reads the memory share as host RAM (90% by default, shared with
+        # every other process); 2 GiB of KV cache holds ~90k tokens of SmolLM2-135M. GPU
+        # builds ignore this variable.
+        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
     if model == TINY_MODEL:
         log.warning(RANDOM_WARNING)
         # On a CPU build of vLLM the memory share means host RAM, and the KV cache would

@@ -131,6 +131,8 @@ class Step(Base):
     u_before: Mapped[float | None] = mapped_column(Float)
     u_after: Mapped[float | None] = mapped_column(Float)
     success: Mapped[bool | None] = mapped_column(Boolean)
+    # A retrieve's judged P(yes) that its passages help answer (NULL when not judged).
+    judgement: Mapped[float | None] = mapped_column(Float)
     query: Mapped[str | None] = mapped_column(Text)
     passage_ids: Mapped[list[Any]] = mapped_column(JSON, default=list)
     scores: Mapped[list[Any]] = mapped_column(JSON, default=list)

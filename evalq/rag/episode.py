@@ -46,6 +46,8 @@ class StepRecord:
     u_before: float | None = None
     u_after: float | None = None
     success: bool | None = None
+    # A retrieve's judged P(yes) that its passages help answer; None when not judged.
+    judgement: float | None = None
     query: str | None = None
     passage_ids: list[str] = field(default_factory=list)
     scores: list[float] = field(default_factory=list)

@@ -20,10 +20,13 @@ from evalq.config import Settings, evalq_home
 from evalq.db import queries
 from evalq.db.session import mask_url, open_store
 from evalq.errors import UserError
-from evalq.models.registry import RANDOM_WARNING, TINY_MODEL
+from evalq.models.registry import RANDOM_WARNING, TINY_MODEL, resolve_model
+from evalq.models.store import DEFAULT_MODEL, DEFAULT_MODEL_SOURCE, add_model, stored_model_dir
 from evalq.scheduler.submit import RunRequest, check_broker, submit
 
 WORKER_START_TIMEOUT_S = 600
+# Closed book, fixed top-3 and the adaptive MDP: the comparison evalq exists for.
+DEMO_STRATEGIES = ("fixed:k=0", "fixed:k=3", "mdp")
 
 
 def embedded_broker(stack: ExitStack) -> str:
@@ -107,13 +110,19 @@ def root_cause(log_path: Path) -> str:
 
 @click.command("demo")
 @click.option("--n", "n", type=int, default=20, show_default=True, help="HotpotQA questions.")
-@click.option("--model", default=TINY_MODEL, show_default=True, help="Model for the worker.")
+@click.option(
+    "--model",
+    default=DEFAULT_MODEL,
+    show_default=True,
+    help=f"Model for the worker: a stored name, a folder, an HF id, or {TINY_MODEL}.",
+)
 @click.option(
     "--strategy",
     "strategies",
     multiple=True,
-    default=("fixed:k=0", "fixed:k=3"),
+    default=DEMO_STRATEGIES,
     show_default=True,
+    help="Closed book, fixed top-k and the MDP by default.",
 )
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.pass_obj
@@ -124,6 +133,11 @@ def demo(settings: Settings, n: int, model: str, strategies: tuple[str, ...], se
     console = Console()
     if model == TINY_MODEL:
         console.print(f"[bold red]WARNING: {RANDOM_WARNING}[/]")
+    elif model == DEFAULT_MODEL and stored_model_dir(model) is None:
+        # scripts/install.sh prepares it; a plain pip install has the package only.
+        console.print(f"preparing model {model} from {DEFAULT_MODEL_SOURCE} (once, ~30 s)...")
+        add_model(model, DEFAULT_MODEL_SOURCE)
+    resolve_model(model)  # an unknown name fails here, not in the worker's log
     with ExitStack() as stack:
         try:
             check_broker(settings.broker_url)

@@ -15,7 +15,13 @@ from evalq.config import Settings
 from evalq.db import queries
 from evalq.db.session import open_store
 from evalq.errors import UserError
-from evalq.rag.calibrate import Calibration, Proportion, calibrate_run
+from evalq.rag.calibrate import (
+    P_S_SOURCES,
+    Calibration,
+    Proportion,
+    base_preset,
+    calibrate_run,
+)
 from evalq.rag.mdp_solver import (
     ACTIONS,
     PRESETS,
@@ -23,6 +29,7 @@ from evalq.rag.mdp_solver import (
     Action,
     MDPParams,
     MDPSolution,
+    lookup_preset,
     param_hash,
     solve,
 )
@@ -71,13 +78,28 @@ def _parse_override(item: str) -> tuple[str, Any]:
     return key, number
 
 
+def saved_param_sets(settings: Settings) -> dict[str, dict[str, Any]]:
+    """Saved parameter sets' names to their parameters, from the settings' database."""
+    with open_store(settings.database_url).session() as s:
+        return {row.name: dict(row.params) for row in queries.param_sets(s)}
+
+
 def _params_from_options(preset: str, overrides: tuple[str, ...]) -> MDPParams:
-    """The preset with ``--set`` overrides applied; an invalid result is a usage error."""
+    """The preset (built-in or saved) with ``--set`` overrides applied; an error is one line."""
     values = dict(_parse_override(item) for item in overrides)
+    # The database is opened only for a name that is not built in.
+    saved = {} if preset in PRESETS else saved_param_sets(_current_settings())
     try:
-        return PRESETS[preset].with_overrides(**values)
+        return lookup_preset(preset, saved).with_overrides(**values)
     except UserError as error:
         raise OneLineUsageError(str(error)) from None
+
+
+def _current_settings() -> Settings:
+    """The settings the main group put on the context, else those of the environment."""
+    ctx = click.get_current_context(silent=True)
+    obj = ctx.find_object(Settings) if ctx is not None else None
+    return obj if obj is not None else Settings.from_env()
 
 
 def policy_ranges(
@@ -115,10 +137,9 @@ def _range_text(action: Action, start: float, end: float) -> str:
 
 preset_option = click.option(
     "--preset",
-    type=click.Choice(sorted(PRESETS)),
     default="base",
     show_default=True,
-    help="Named parameter set to start from.",
+    help=f"Parameter set to start from: {', '.join(PRESETS)}, or a saved one (mdp presets).",
 )
 set_option = click.option(
     "--set",
@@ -234,29 +255,121 @@ def plot_command(preset: str, overrides: tuple[str, ...], out: Path) -> None:
     click.echo(f"wrote {out}")
 
 
+@mdp.command("presets")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON list instead of a table.")
+@click.pass_obj
+def presets_command(settings: Settings, as_json: bool) -> None:
+    """List the built-in presets and the parameter sets saved with `mdp calibrate --save`."""
+    with open_store(settings.database_url).session() as s:
+        saved = [
+            {
+                "name": row.name,
+                "kind": "saved",
+                "params": dict(row.params),
+                "base_preset": row.base_preset,
+                "source_run": row.source_run_id,
+                "created_at": row.created_at.isoformat(timespec="seconds"),
+            }
+            for row in queries.param_sets(s)
+        ]
+    entries: list[dict[str, Any]] = [
+        {
+            "name": name,
+            "kind": "built-in",
+            "params": params.to_json(),
+            "base_preset": name,
+            "source_run": None,
+            "created_at": None,
+        }
+        for name, params in PRESETS.items()
+    ] + saved
+    if as_json:
+        click.echo(json.dumps(entries, indent=2))
+        return
+    table = Table(title="MDP parameter sets (evalq submit --mdp-preset NAME)")
+    for column in ("name", "kind", "p_s", "delta_r", "delta_p", "c_r", "c_p", "from"):
+        table.add_column(column)
+    for entry in entries:
+        p = entry["params"]
+        origin = "-" if entry["source_run"] is None else f"run {entry['source_run']}"
+        if entry["created_at"]:
+            origin += f", {entry['created_at']}"
+        table.add_row(
+            str(entry["name"]),
+            str(entry["kind"]),
+            *(f"{float(p[key]):.3f}" for key in ("p_s", "delta_r", "delta_p", "c_r", "c_p")),
+            origin,
+        )
+    Console().print(table)
+
+
 @mdp.command("calibrate")
 @click.argument("run_id", type=int)
 @click.option(
     "--confidence", type=float, default=0.95, show_default=True, help="Interval confidence level."
 )
+@click.option(
+    "--p-s-from",
+    type=click.Choice(P_S_SOURCES),
+    default="rate",
+    show_default=True,
+    help="The calibrated p_s: the retrieve success rate, or the mean judged P(yes).",
+)
+@click.option(
+    "--save",
+    "save_as",
+    metavar="NAME",
+    help="Save the calibrated parameters under NAME, for `evalq submit --mdp-preset NAME`.",
+)
+@click.option("--replace", is_flag=True, help="With --save: overwrite a saved set of that name.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of tables.")
 @click.pass_obj
-def calibrate_command(settings: Settings, run_id: int, confidence: float, as_json: bool) -> None:
+def calibrate_command(
+    settings: Settings,
+    run_id: int,
+    confidence: float,
+    p_s_from: str,
+    save_as: str | None,
+    replace: bool,
+    as_json: bool,
+) -> None:
     """Estimate p_s and per-step gains from a run's MDP steps; re-solve the thresholds.
 
-    p_s is the success fraction of retrieve steps. The gains are accuracy lifts per
-    successful retrieve and per reason step (a linear probability model, clustered by
-    question); with quality=linear they are the deltas in U. See docs/mdp.md.
+    p_s is the success fraction of retrieve steps (and, where retrieves were judged, the
+    mean judged P(yes)). The gains are accuracy lifts per successful retrieve and per
+    reason step (a linear probability model, clustered by question); with quality=linear
+    they are the deltas in U. --save NAME keeps the result as a parameter set. See
+    docs/mdp.md.
     """
+    if save_as is not None:
+        _check_set_name(save_as)
     store = open_store(settings.database_url)
     with store.session() as s:
         run = queries.get_run(s, run_id)
         status = run.status
-        result = calibrate_run(s, run, confidence)
+        result = calibrate_run(s, run, confidence, p_s_from)
+        if save_as is not None:
+            queries.save_param_set(
+                s, save_as, result.calibrated.to_json(), base_preset(run), run.id, replace=replace
+            )
     if as_json:
-        click.echo(json.dumps(_calibration_json(result, status), indent=2))
+        click.echo(json.dumps({**_calibration_json(result, status), "saved_as": save_as}, indent=2))
         return
     _print_calibration(result, status)
+    if save_as is not None:
+        click.echo(f"saved as {save_as!r}: evalq submit --mdp-preset {save_as} ...")
+
+
+# Names a saved set may take: they are typed on command lines and written in suite files.
+_SET_NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
+
+
+def _check_set_name(name: str) -> None:
+    """A saved set's name: not a built-in preset's, 1-200 of letters, digits, ``_ . -``."""
+    if name in PRESETS:
+        raise OneLineUsageError(f"--save {name}: that is a built-in preset; choose another name")
+    if not 0 < len(name) <= 200 or not set(name) <= _SET_NAME_CHARS:
+        raise OneLineUsageError(f"--save {name!r}: use 1-200 letters, digits, '_', '.' or '-'")
 
 
 def _interval(low: float | None, high: float | None) -> str:
@@ -299,6 +412,17 @@ def _print_calibration(result: Calibration, status: str) -> None:
             )
     else:
         table.add_row("p_s", "-", "-", "0 retrieves", "the policy never retrieved")
+    if result.judgement is not None:
+        j = result.judgement
+        table.add_row(
+            "mean judgement",
+            f"{j.estimate:.3f}",
+            _interval(j.low, j.high),
+            f"{j.n} judged retrieves",
+            f"mean P(yes) (Student t); success = judgement >= {result.judge_threshold:g}",
+        )
+    else:
+        table.add_row("mean judgement", "-", "-", "0 judged", "no retrieve step was judged")
     meanings = {
         "intercept": "accuracy with no successful retrieve and no reason step",
         "per successful retrieve": "accuracy lift: delta_r / u_max if quality=linear",
@@ -334,6 +458,8 @@ def _print_calibration(result: Calibration, status: str) -> None:
         f"{result.after.theta_star:.4f}",
     )
     console.print(solved)
+    source = "mean judgement" if result.p_s_from == "judgement" else "success rate"
+    console.print(f"calibrated p_s from the {source} (--p-s-from)", highlight=False)
     for note in result.notes:
         console.print(f"note: {note}", highlight=False)
     console.print(
@@ -360,6 +486,9 @@ def _calibration_json(result: Calibration, status: str) -> dict[str, Any]:
         "closed_book_episodes": result.closed_book_episodes,
         "p_s": proportion(result.p_s),
         "p_s_by_position": [proportion(p) for p in result.p_s_by_position],
+        "judgement": None if result.judgement is None else asdict(result.judgement),
+        "judge_threshold": result.judge_threshold,
+        "p_s_from": result.p_s_from,
         "accuracy_intercept": asdict(result.intercept),
         "accuracy_lift_per_successful_retrieve": asdict(result.retrieve_lift),
         "accuracy_lift_per_reason_step": asdict(result.reason_lift),

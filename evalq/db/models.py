@@ -155,6 +155,23 @@ class Threshold(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
+class MDPParamSet(Base):
+    """A named MDP parameter set, saved by ``evalq mdp calibrate --save``; usable as a preset."""
+
+    __tablename__ = "mdp_param_sets"
+    __table_args__ = (UniqueConstraint("name", name="uq_mdp_param_set_name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    # Every MDPParams field, so the set alone rebuilds the parameters.
+    params: Mapped[dict[str, Any]] = mapped_column(JSON)
+    # The built-in preset it was derived from: a run's config names it as its "preset", since
+    # the worker rebuilds parameters on top of a built-in preset.
+    base_preset: Mapped[str] = mapped_column(String(100))
+    source_run_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
 # Tables declared in their own modules join the same metadata (imported last: they need Base).
 import evalq.db.generate  # noqa: E402
 import evalq.db.workers  # noqa: E402, F401

@@ -12,7 +12,7 @@ from sqlalchemy import insert as sa_insert
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from evalq.db.models import Base, Episode, Run, Shard, Step, utcnow
+from evalq.db.models import Base, Episode, MDPParamSet, Run, Shard, Step, utcnow
 from evalq.errors import UserError
 from evalq.rag.episode import EpisodeResult
 
@@ -485,3 +485,93 @@ def run_results(session: Session, run: Run) -> list[StrategyResult]:
             )
         )
     return out
+
+
+def param_sets(session: Session) -> list[MDPParamSet]:
+    """Every saved MDP parameter set, by name."""
+    return list(session.scalars(select(MDPParamSet).order_by(MDPParamSet.name)))
+
+
+def save_param_set(
+    session: Session,
+    name: str,
+    params: dict[str, Any],
+    base_preset: str,
+    source_run_id: int | None,
+    *,
+    replace: bool = False,
+) -> MDPParamSet:
+    """Store a named MDP parameter set.
+
+    Raises:
+        UserError: If a set has the name and ``replace`` is false.
+    """
+    existing = session.scalar(select(MDPParamSet).where(MDPParamSet.name == name))
+    if existing is not None and not replace:
+        raise UserError(
+            f"an MDP parameter set named {name!r} exists (from run {existing.source_run_id}); "
+            "add --replace to overwrite it"
+        )
+    row = existing or MDPParamSet(name=name)
+    row.params = dict(params)
+    row.base_preset = base_preset
+    row.source_run_id = source_run_id
+    row.created_at = utcnow()
+    session.add(row)
+    session.flush()
+    return row
+
+
+@dataclass(frozen=True)
+class RetrieveStepRow:
+    """One ok episode with one of its retrieve steps (step fields None when it has none)."""
+
+    episode_id: int
+    strategy: str
+    question_id: str
+    correct: bool | None
+    f1: float | None
+    retrievals: int
+    step_index: int | None
+    success: bool | None
+    judgement: float | None
+    passage_ids: list[Any] | None
+
+
+def retrieve_step_rows(session: Session, run_id: int) -> list[RetrieveStepRow]:
+    """A run's ok episodes, each joined with its retrieve steps in order (the adaptivity report).
+
+    An episode without a retrieve step comes back once, its step fields None.
+    """
+    query = (
+        select(
+            Episode.id,
+            Episode.strategy,
+            Episode.question_id,
+            Episode.correct,
+            Episode.f1,
+            Episode.retrievals,
+            Step.index,
+            Step.success,
+            Step.judgement,
+            Step.passage_ids,
+        )
+        .outerjoin(Step, (Step.episode_id == Episode.id) & (Step.action == "retrieve"))
+        .where(Episode.run_id == run_id, Episode.status == "ok")
+        .order_by(Episode.strategy, Episode.id, Step.index)
+    )
+    return [
+        RetrieveStepRow(
+            episode_id=int(r[0]),
+            strategy=str(r[1]),
+            question_id=str(r[2]),
+            correct=r[3],
+            f1=None if r[4] is None else float(r[4]),
+            retrievals=int(r[5] or 0),
+            step_index=r[6],
+            success=r[7],
+            judgement=None if r[8] is None else float(r[8]),
+            passage_ids=r[9],
+        )
+        for r in session.execute(query)
+    ]

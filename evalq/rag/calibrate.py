@@ -5,9 +5,12 @@ number of reason steps, and whether the final answer was correct. U itself is a 
 device, never observed. So:
 
 - ``p_s`` is estimated directly: the fraction of retrieve steps that succeeded, with a
-  Clopper-Pearson interval. The interval treats retrieve steps as independent trials; they
-  are not quite (later retrieves of an episode search with generated queries and skip seen
-  passages), which is why the success rate is also shown per retrieve position.
+  Clopper-Pearson interval. Where retrieves were judged (``steps.judgement``, the model's
+  P(yes) that the passages bear on the question; success = judgement >= the run's
+  ``judge_threshold``), the mean judgement is a second estimate, with a Student-t interval.
+  The intervals treat retrieve steps as independent trials; they are not quite (later
+  retrieves of an episode search with generated queries and skip seen passages), which is
+  why the success rate is also shown per retrieve position.
 - The deltas are read through the quality function. With ``quality = linear`` the model says
   ``P(correct) = sigma(U) = U / u_max``, so a step's gain in U is ``u_max`` times its lift in
   answer accuracy. The lifts are the slopes of a linear probability model
@@ -36,6 +39,10 @@ from evalq.rag.mdp_solver import PRESETS, MDPParams, MDPSolution, solve
 
 MDP_STRATEGY = "mdp"
 CLOSED_BOOK_STRATEGY = "fixed:k=0"
+# What can become the calibrated p_s: the success fraction, or the mean judged P(yes).
+P_S_SOURCES = ("rate", "judgement")
+# A judged retrieve succeeds at or above the run's judge_threshold; this when it has none.
+DEFAULT_JUDGE_THRESHOLD = 0.5
 
 
 @dataclass(frozen=True)
@@ -47,12 +54,14 @@ class EpisodeTrace:
         correct: Whether the final answer was correct.
         retrieves: Success of each retrieve step, in order.
         reasons: Number of reason steps.
+        judgements: The judged P(yes) of each retrieve step that has one, in order.
     """
 
     question_id: str
     correct: bool
     retrieves: tuple[bool, ...] = ()
     reasons: int = 0
+    judgements: tuple[float, ...] = ()
 
     @property
     def successful_retrieves(self) -> int:
@@ -73,6 +82,16 @@ class Proportion:
     def estimate(self) -> float:
         """``successes / trials``."""
         return self.successes / self.trials
+
+
+@dataclass(frozen=True)
+class Mean:
+    """A mean with its Student-t confidence interval (None ends with fewer than two values)."""
+
+    n: int
+    estimate: float
+    low: float | None
+    high: float | None
 
 
 @dataclass(frozen=True)
@@ -107,6 +126,9 @@ class Calibration:
         closed_book_episodes: Finished ``fixed:k=0`` episodes used as zero-step anchors.
         p_s: Success fraction of all retrieve steps.
         p_s_by_position: Success fraction of the 1st, 2nd, ... retrieve of an episode.
+        judgement: Mean judged P(yes) of the judged retrieve steps (None if none was judged).
+        judge_threshold: The run's ``judge_threshold``: a judged retrieve succeeds at or above it.
+        p_s_from: Which estimate became the calibrated p_s: ``rate`` or ``judgement``.
         intercept: Accuracy with no successful retrieve and no reason step.
         retrieve_lift: Accuracy lift per successful retrieve.
         reason_lift: Accuracy lift per reason step.
@@ -123,6 +145,9 @@ class Calibration:
     closed_book_episodes: int
     p_s: Proportion | None
     p_s_by_position: list[Proportion]
+    judgement: Mean | None
+    judge_threshold: float
+    p_s_from: str
     intercept: Coefficient
     retrieve_lift: Coefficient
     reason_lift: Coefficient
@@ -167,6 +192,29 @@ def estimate_p_s(
         for p in sorted(by_position)
     ]
     return overall, positions
+
+
+def mean_interval(values: Sequence[float], confidence: float = 0.95) -> Mean | None:
+    """The mean of ``values`` with a Student-t interval; None without values."""
+    if not values:
+        return None
+    data = np.asarray(values, dtype=np.float64)
+    mean = float(data.mean())
+    if len(data) < 2:
+        return Mean(1, mean, None, None)
+    sem = float(stats.sem(data))
+    if sem == 0.0:
+        return Mean(len(data), mean, mean, mean)
+    low, high = stats.t.interval(confidence, len(data) - 1, loc=mean, scale=sem)
+    return Mean(len(data), mean, max(float(low), 0.0), min(float(high), 1.0))
+
+
+def estimate_judgement(traces: Sequence[EpisodeTrace], confidence: float = 0.95) -> Mean | None:
+    """The mean judged P(yes) over every judged retrieve step; None when none was judged.
+
+    Like the success fraction, the interval treats retrieve steps as independent draws.
+    """
+    return mean_interval([j for trace in traces for j in trace.judgements], confidence)
 
 
 def estimate_lifts(
@@ -262,17 +310,25 @@ def recalibrate(
     p_s: Proportion | None,
     retrieve_lift: Coefficient,
     reason_lift: Coefficient,
+    judgement: Mean | None = None,
+    p_s_from: str = "rate",
 ) -> tuple[MDPParams, list[str]]:
     """The parameters with every usable estimate put in, and notes on what was kept.
 
-    A lift becomes a delta only for ``quality = linear`` (where ``delta = u_max * lift``),
-    and only when it is positive and at least half a grid cell.
+    ``p_s`` becomes the success rate, or with ``p_s_from="judgement"`` the mean judgement
+    (the rate when no step was judged, with a note). A lift becomes a delta only for
+    ``quality = linear`` (where ``delta = u_max * lift``), and only when it is positive and
+    at least half a grid cell.
     """
     notes: list[str] = []
     overrides: dict[str, float] = {}
-    if p_s is None:
+    if p_s_from == "judgement" and judgement is not None:
+        overrides["p_s"] = judgement.estimate
+    elif p_s is None:
         notes.append(f"p_s kept at {params.p_s:g}: the run made no retrieve step")
     else:
+        if p_s_from == "judgement":
+            notes.append("p_s from the success rate: no retrieve step of this run was judged")
         overrides["p_s"] = p_s.estimate
     half_cell = params.u_max / (params.grid_size - 1) / 2
     for key, lift in (("delta_r", retrieve_lift), ("delta_p", reason_lift)):
@@ -301,23 +357,26 @@ def load_traces(session: Session, run_id: int, strategy: str) -> list[EpisodeTra
             Episode.run_id == run_id, Episode.strategy == strategy, Episode.status == "ok"
         )
     ).all()
-    steps: defaultdict[int, list[tuple[str, bool | None]]] = defaultdict(list)
+    steps: defaultdict[int, list[tuple[str, bool | None, float | None]]] = defaultdict(list)
     ids = [row.id for row in episodes]
     # Chunked: SQLite caps the number of bound parameters in one IN list.
     for start in range(0, len(ids), 500):
         chunk = ids[start : start + 500]
-        for episode_id, action, success in session.execute(
-            select(Step.episode_id, Step.action, Step.success)
+        for episode_id, action, success, judgement in session.execute(
+            select(Step.episode_id, Step.action, Step.success, Step.judgement)
             .where(Step.episode_id.in_(chunk))
             .order_by(Step.episode_id, Step.index)
         ):
-            steps[episode_id].append((action, success))
+            steps[episode_id].append((action, success, judgement))
     return [
         EpisodeTrace(
             question_id=row.question_id,
             correct=bool(row.correct),
-            retrieves=tuple(bool(s) for a, s in steps[row.id] if a == "retrieve"),
-            reasons=sum(1 for a, _ in steps[row.id] if a == "reason"),
+            retrieves=tuple(bool(s) for a, s, _ in steps[row.id] if a == "retrieve"),
+            reasons=sum(1 for a, _, _ in steps[row.id] if a == "reason"),
+            judgements=tuple(
+                float(j) for a, _, j in steps[row.id] if a == "retrieve" and j is not None
+            ),
         )
         for row in episodes
     ]
@@ -336,15 +395,32 @@ def run_params(run: Run) -> tuple[MDPParams, tuple[float, float]]:
     return params, before
 
 
-def calibrate_run(session: Session, run: Run, confidence: float = 0.95) -> Calibration:
+def base_preset(run: Run) -> str:
+    """The built-in preset a run's parameters were built on (``base`` if it names none)."""
+    name = str(run.config.get("mdp", {}).get("preset", "base"))
+    return name if name in PRESETS else "base"
+
+
+def calibrate_run(
+    session: Session, run: Run, confidence: float = 0.95, p_s_from: str = "rate"
+) -> Calibration:
     """Estimate p_s and the per-step lifts from a run, and re-solve the MDP with them.
 
+    Args:
+        session: An open session.
+        run: The run to calibrate from.
+        confidence: Level of every interval.
+        p_s_from: ``rate`` (the success fraction of retrieve steps) or ``judgement`` (the
+            mean judged P(yes)) becomes the calibrated p_s.
+
     Raises:
-        UserError: If the run has no MDP strategy or no finished MDP episode yet, or the
-            confidence level is not in (0, 1).
+        UserError: If the run has no MDP strategy or no finished MDP episode yet, the
+            confidence level is not in (0, 1), or ``p_s_from`` is neither.
     """
     if not 0.0 < confidence < 1.0:
         raise UserError(f"--confidence must be between 0 and 1, got {confidence}")
+    if p_s_from not in P_S_SOURCES:
+        raise UserError(f"--p-s-from must be one of {', '.join(P_S_SOURCES)}, got {p_s_from!r}")
     if MDP_STRATEGY not in run.strategies:
         raise UserError(
             f"run {run.id} has no mdp strategy ({', '.join(run.strategies)}); "
@@ -359,9 +435,10 @@ def calibrate_run(session: Session, run: Run, confidence: float = 0.95) -> Calib
         else []
     )
     p_s, by_position = estimate_p_s(mdp_traces, confidence)
+    judgement = estimate_judgement(mdp_traces, confidence)
     intercept, retrieve_lift, reason_lift = estimate_lifts([*mdp_traces, *anchors], confidence)
     params, before = run_params(run)
-    calibrated, notes = recalibrate(params, p_s, retrieve_lift, reason_lift)
+    calibrated, notes = recalibrate(params, p_s, retrieve_lift, reason_lift, judgement, p_s_from)
     return Calibration(
         run_id=run.id,
         confidence=confidence,
@@ -369,6 +446,11 @@ def calibrate_run(session: Session, run: Run, confidence: float = 0.95) -> Calib
         closed_book_episodes=len(anchors),
         p_s=p_s,
         p_s_by_position=by_position,
+        judgement=judgement,
+        judge_threshold=float(
+            run.config.get("mdp", {}).get("judge_threshold", DEFAULT_JUDGE_THRESHOLD)
+        ),
+        p_s_from=p_s_from,
         intercept=intercept,
         retrieve_lift=retrieve_lift,
         reason_lift=reason_lift,

@@ -204,6 +204,26 @@ PRESETS: dict[str, MDPParams] = {
 }
 
 
+def lookup_preset(name: str, saved: Mapping[str, Mapping[str, Any]] | None = None) -> MDPParams:
+    """A built-in preset, or else a saved parameter set (``evalq mdp calibrate --save``), by name.
+
+    Args:
+        name: The preset or saved set's name.
+        saved: Saved sets' names to their stored parameters (every field, as ``to_json``).
+
+    Raises:
+        UserError: If neither has the name (the message lists both), or a saved set's
+            stored parameters are no longer valid.
+    """
+    if name in PRESETS:
+        return PRESETS[name]
+    saved = saved or {}
+    if name in saved:
+        return MDPParams.from_json(saved[name])
+    known = ", ".join(PRESETS) + (f"; saved: {', '.join(sorted(saved))}" if saved else "")
+    raise UserError(f"unknown MDP preset {name!r}: choose {known} (see `evalq mdp presets`)")
+
+
 def quality(u: npt.ArrayLike, params: MDPParams) -> FloatArray:
     """Terminal quality ``sigma(U)`` with ``x = U / u_max``, elementwise.
 

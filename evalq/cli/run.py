@@ -72,7 +72,8 @@ from evalq.scheduler.submit import RunRequest, resume, submit
     "--mdp-preset",
     default=RUN_DEFAULTS.mdp_preset,
     show_default=True,
-    help="base, multi_gpu or early (base's solved policy never retrieves; see docs/mdp.md).",
+    help="base, multi_gpu, early (base's solved policy never retrieves; see docs/mdp.md), "
+    "or a set saved by `evalq mdp calibrate --save` (see `evalq mdp presets`).",
 )
 @click.option(
     "--mdp-set", "mdp_set", multiple=True, metavar="KEY=VALUE", help="Override an MDP parameter."

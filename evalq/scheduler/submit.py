@@ -21,7 +21,7 @@ from evalq.db.models import Run
 from evalq.db.session import mask_url, open_store
 from evalq.db.thresholds import thresholds_for
 from evalq.errors import UserError
-from evalq.rag.mdp_solver import PRESETS, MDPParams
+from evalq.rag.mdp_solver import PRESETS, MDPParams, lookup_preset
 from evalq.rag.retrieval import check_retriever
 from evalq.rag.strategies import GenerationConfig, parse_strategy
 from evalq.rag.strategies.fixed import FixedK
@@ -54,11 +54,31 @@ class RunRequest:
     retriever: str = RUN_DEFAULTS.retriever
 
 
-def mdp_params(req: RunRequest) -> MDPParams:
-    """The run's decision model: a preset with overrides. Its costs apply to every strategy."""
-    if req.mdp_preset not in PRESETS:
-        raise UserError(f"unknown MDP preset {req.mdp_preset!r}: choose {', '.join(PRESETS)}")
-    return PRESETS[req.mdp_preset].with_overrides(**req.mdp_overrides)
+def mdp_params(req: RunRequest, preset: MDPParams | None = None) -> MDPParams:
+    """The run's decision model: a preset with overrides. Its costs apply to every strategy.
+
+    ``preset`` is the named set as ``resolve_preset`` found it; without it the name must be
+    a built-in preset.
+    """
+    return (preset or lookup_preset(req.mdp_preset)).with_overrides(**req.mdp_overrides)
+
+
+def resolve_preset(settings: Settings, name: str) -> tuple[MDPParams, str]:
+    """A built-in preset or a saved parameter set, and the built-in preset a run names.
+
+    A run's config names a built-in preset as its ``preset`` (workers rebuild parameters on
+    one); a saved set names the one it was derived from, and is recorded as ``param_set``.
+    The database is opened only for a name that is not built in.
+
+    Raises:
+        UserError: If no preset or saved set has the name.
+    """
+    if name in PRESETS:
+        return PRESETS[name], name
+    with open_store(settings.database_url).session() as s:
+        rows = {row.name: (dict(row.params), row.base_preset) for row in queries.param_sets(s)}
+    params = lookup_preset(name, {set_name: values for set_name, (values, _) in rows.items()})
+    return params, rows[name][1]
 
 
 def sample_questions(questions: Sequence[Question], n: int, seed: int) -> list[Question]:
@@ -107,7 +127,7 @@ def code_version() -> str:
     return f"{evalq.__version__}+{sha}" if sha else evalq.__version__
 
 
-def _validate(req: RunRequest) -> list[Question]:
+def _validate(req: RunRequest, preset: MDPParams) -> list[Question]:
     if req.n < 1:
         raise UserError(f"--n must be at least 1, got {req.n}")
     if req.repeats < 1 or req.shard_size < 1:
@@ -116,7 +136,7 @@ def _validate(req: RunRequest) -> list[Question]:
         raise UserError("name at least one --strategy (e.g. fixed:k=3, fixed:k=0, mdp)")
     if req.k_step < 1 or req.max_steps < 0:
         raise UserError("--k-step must be at least 1 and --max-steps at least 0")
-    mdp_params(req)
+    mdp_params(req, preset)
     strategies = [parse_strategy(s) for s in req.strategies]
     if len({s.name for s in strategies}) != len(strategies):
         raise UserError("the same strategy is named twice")
@@ -144,17 +164,20 @@ def submit(settings: Settings, req: RunRequest) -> int:
     The run and its shards are written in one transaction. If enqueueing then fails, the
     run is deleted again: a failed submit leaves nothing half-made.
     """
-    questions = _validate(req)
+    preset, base_preset = resolve_preset(settings, req.mdp_preset)
+    questions = _validate(req, preset)
     check_broker(settings.broker_url)
     sample = sample_questions(questions, req.n, req.seed)
     shards = plan_shards([q.id for q in sample], req.shard_size)
     store = open_store(settings.database_url)
     names = [parse_strategy(s).name for s in req.strategies]
-    params = mdp_params(req)
+    params = mdp_params(req, preset)
     with store.session() as s:
         theta_cont, theta_star = thresholds_for(s, params)
         mdp = {
-            "preset": req.mdp_preset,
+            "preset": base_preset,
+            # Every value is stored below, so the run stays reproducible if the set changes.
+            **({"param_set": req.mdp_preset} if req.mdp_preset != base_preset else {}),
             **params.to_json(),
             "theta_cont": theta_cont,
             "theta_star": theta_star,

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import itertools
 import json
+from typing import Any
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
+from scipy import stats
 
 from evalq.cli.main import cli
 from evalq.db import queries
@@ -195,3 +198,65 @@ def test_calibrate_refuses_runs_it_cannot_use(sqlite_url: str) -> None:
         )
         assert result.exit_code == 2, result.output
         assert result.output.count("\n") == 1 and message in result.output
+
+
+def judged_episode(qid: str, judgements: list[float], correct: bool) -> EpisodeResult:
+    """An MDP episode whose retrieves were judged; success = judgement >= 0.5."""
+    result = EpisodeResult(qid, "mdp", 0, "ok", correct=correct)
+    result.steps = [StepRecord("retrieve", success=j >= 0.5, judgement=j) for j in judgements]
+    result.steps.append(StepRecord("terminate"))
+    return result
+
+
+def test_calibrate_estimates_p_s_from_observed_judgements(sqlite_url: str) -> None:
+    judgements = [[0.9, 0.2], [0.7], [0.4, 0.6, 0.8], [0.1], [0.95, 0.3]]
+    episodes = [judged_episode(f"q{i}", js, correct=i % 2 == 0) for i, js in enumerate(judgements)]
+    run_id = store_run(sqlite_url, ["mdp"], episodes)
+    flat = [j for js in judgements for j in js]
+
+    def calibrate(*args: str) -> dict[str, Any]:
+        result = CliRunner().invoke(
+            cli, ["--database-url", sqlite_url, "mdp", "calibrate", str(run_id), "--json", *args]
+        )
+        assert result.exit_code == 0, result.output
+        payload: dict[str, Any] = json.loads(result.output)
+        return payload
+
+    payload = calibrate()
+    # The success rate: judgements at or above the default threshold 0.5.
+    assert (payload["p_s"]["successes"], payload["p_s"]["trials"]) == (5, 9)
+    assert payload["judge_threshold"] == 0.5 and payload["p_s_from"] == "rate"
+    low, high = stats.t.interval(0.95, len(flat) - 1, loc=np.mean(flat), scale=stats.sem(flat))
+    judgement = payload["judgement"]
+    assert judgement["n"] == 9
+    assert judgement["estimate"] == pytest.approx(np.mean(flat))
+    assert (judgement["low"], judgement["high"]) == pytest.approx((low, high))
+    assert payload["calibrated_params"]["p_s"] == pytest.approx(5 / 9)
+    expected = solve(PRESETS["early"].with_overrides(**payload["calibrated_params"]))
+    assert payload["theta_cont"]["calibrated"] == expected.theta_cont
+
+    by_mean = calibrate("--p-s-from", "judgement")
+    assert by_mean["p_s_from"] == "judgement"
+    assert by_mean["calibrated_params"]["p_s"] == pytest.approx(np.mean(flat))
+
+
+def test_runs_before_judgements_calibrate_from_the_success_rate(sqlite_url: str) -> None:
+    run_id = store_run(sqlite_url, ["mdp"], [mdp_episode("q", [True, False], 0, True)])
+    result = CliRunner().invoke(
+        cli,
+        [
+            "--database-url",
+            sqlite_url,
+            "mdp",
+            "calibrate",
+            str(run_id),
+            "--json",
+            "--p-s-from",
+            "judgement",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.output)
+    assert payload["judgement"] is None
+    assert payload["calibrated_params"]["p_s"] == 0.5
+    assert any("no retrieve step of this run was judged" in n for n in payload["notes"])

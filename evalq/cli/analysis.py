@@ -1,4 +1,4 @@
-"""``evalq compare``, ``evalq export`` and ``evalq report``: read a run back out of the database."""
+"""``evalq compare``, ``export``, ``report``, ``mdp adaptivity``: read a run out of the store."""
 
 from __future__ import annotations
 
@@ -10,11 +10,13 @@ from typing import Any, TypeVar, cast
 
 import click
 from rich.console import Console
+from rich.table import Table
 from sqlalchemy.orm import Session
 
 from evalq.config import Settings
 from evalq.db.session import open_store
 from evalq.errors import UserError
+from evalq.report import adaptivity
 from evalq.report.compare import (
     BootstrapMethod,
     compare,
@@ -239,3 +241,55 @@ def report_command(
     for image in report.images:
         click.echo(f"plot: {image}")
     click.echo(f"report: {report.html}")
+
+
+@click.command("adaptivity")
+@click.argument("run_id", metavar="RUN", type=int)
+@click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(["table", "json"]),
+    default="table",
+    show_default=True,
+)
+@click.option(
+    "--confidence",
+    type=click.FloatRange(0, 1, min_open=True, max_open=True),
+    default=0.95,
+    show_default=True,
+    help="Confidence level of the success-rate intervals.",
+)
+@click.pass_context
+def adaptivity_command(
+    ctx: click.Context, run_id: int, output_format: str, confidence: float
+) -> None:
+    """Show, per strategy, whether the policy adapts to the question.
+
+    Retrievals per episode, retrieve success, gold-passage recall of successful against
+    unsuccessful retrieves (one-sided Mann-Whitney U), and accuracy and F1 by number of
+    retrievals. See docs/analysis.md.
+    """
+    with open_session(_settings(ctx)) as session:
+        report = adaptivity.load_adaptivity(session, run_id, confidence)
+    if output_format == "json":
+        click.echo(json.dumps(adaptivity.to_json(report), indent=2))
+        return
+    console = Console()
+    for (headers, rows), title in (
+        (adaptivity.summary_rows(report), f"Run {run_id}: does the policy adapt?"),
+        (adaptivity.by_retrievals_rows(report), "Accuracy and F1 by number of retrievals"),
+    ):
+        table = Table(title=title)
+        for header in headers:
+            table.add_column(header)
+        for row in rows:
+            table.add_row(*row)
+        console.print(table)
+    level = f"{100 * confidence:g}%"
+    console.print(
+        f"retrieve success: {level} Clopper-Pearson interval; recall: the share of the "
+        f"question's gold passages among a step's passages; p: {adaptivity.RECALL_TEST}.",
+        highlight=False,
+    )
+    if report.gold_note:
+        console.print(f"note: {report.gold_note}", highlight=False)

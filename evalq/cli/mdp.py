@@ -11,6 +11,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from evalq.cli.analysis import adaptivity_command
 from evalq.config import Settings
 from evalq.db import queries
 from evalq.db.session import open_store
@@ -500,3 +501,8 @@ def _calibration_json(result: Calibration, status: str) -> dict[str, Any]:
         "converged": result.after.converged,
         "notes": result.notes,
     }
+
+
+# Reads a run like compare and report do, so it lives with them; it sits under `mdp` because
+# the question it answers is whether the MDP policy adapts (fixed-k rows are the reference).
+mdp.add_command(adaptivity_command)

@@ -17,6 +17,13 @@ from pathlib import Path
 from sqlalchemy.orm import Session
 
 from evalq.report import plots
+from evalq.report.adaptivity import (
+    RECALL_TEST,
+    Adaptivity,
+    by_retrievals_rows,
+    load_adaptivity,
+    summary_rows,
+)
 from evalq.report.compare import (
     Comparison,
     Estimate,
@@ -127,7 +134,9 @@ def _run_table(episodes: RunEpisodes) -> str:
         rows.append(
             (
                 "MDP",
-                f"preset {mdp.get('preset', '-')}, θ_cont = {float(mdp.get('theta_cont', 0)):.2f}, "
+                f"preset {mdp.get('preset', '-')}"
+                + (f" (saved set {mdp['param_set']})" if mdp.get("param_set") else "")
+                + f", θ_cont = {float(mdp.get('theta_cont', 0)):.2f}, "
                 f"θ* = {float(mdp['theta_star']):.2f}",
             )
         )
@@ -212,6 +221,35 @@ def _comparisons(
     ]
 
 
+def _adaptivity_html(report: Adaptivity, figure: Plot) -> str:
+    """The adaptivity section: the retrievals histogram and the two tables."""
+    image = base64.b64encode(figure.png).decode("ascii")
+    headers, rows = summary_rows(report)
+    by_headers, by_rows = by_retrievals_rows(report)
+    caption = (
+        f"Retrieve success with its {report.confidence * 100:g}% Clopper-Pearson interval; "
+        "recall is a retrieve step's share of the question's gold passages, over steps judged "
+        f"successful and not; p: {RECALL_TEST} (ranks, tie-corrected: step recall takes few "
+        "values). Steps of one episode are treated as independent."
+        + (f" Note: {report.gold_note}." if report.gold_note else "")
+    )
+    return (
+        f"<figure><img alt='{html.escape(figure.name)}' src='data:image/png;base64,{image}'>"
+        f"<figcaption>{html.escape(figure.caption)}</figcaption></figure>"
+        f"{_table(headers, rows)}<p class='caption'>{html.escape(caption)}</p>"
+        f"<h3>Accuracy and F1 by number of retrievals</h3>{_table(by_headers, by_rows)}"
+    )
+
+
+def draw_adaptivity_plot(report: Adaptivity) -> Plot:
+    """The retrievals-per-episode histogram, rendered."""
+    return Plot(
+        "retrievals_histogram",
+        "Retrievals per episode (ok episodes), per strategy.",
+        plots.png_bytes(plots.retrievals_histogram(report.strategies)),
+    )
+
+
 def draw_plots(
     episodes: RunEpisodes, summaries: Sequence[StrategySummary], confidence: float
 ) -> list[Plot]:
@@ -253,6 +291,7 @@ def render_html(
     comparisons: Sequence[Comparison],
     figures: Sequence[Plot],
     options: StatsOptions,
+    adaptivity: tuple[Adaptivity, Plot] | None = None,
 ) -> str:
     """The whole page as one HTML string, images inline."""
     run = episodes.run
@@ -284,7 +323,12 @@ def render_html(
         f"<h2>Results per strategy</h2>{_strategy_table(summaries)}"
         f"<p class='caption'>{html.escape(settings)}</p>"
         f"<h2>Plots</h2><div class='plots'>{images}</div>"
-        f"<h2>Accuracy by difficulty</h2>{_difficulty_table(summaries)}"
+        + (
+            f"<h2>Does the policy adapt?</h2>{_adaptivity_html(*adaptivity)}"
+            if adaptivity is not None
+            else ""
+        )
+        + f"<h2>Accuracy by difficulty</h2>{_difficulty_table(summaries)}"
         f"<h2>Paired comparisons</h2>{compared}"
         f"<p class='caption'>Generated {generated} by evalq {html.escape(evalq_version)}.</p>"
         "</body></html>\n"
@@ -304,14 +348,20 @@ def write_report(
     summaries = summarise(episodes, options)
     comparisons = _comparisons(session, episodes, options)
     figures = draw_plots(episodes, summaries, options.confidence)
+    # Whether a policy adapts is a question only where one can: runs with the MDP strategy.
+    adaptive: tuple[Adaptivity, Plot] | None = None
+    if episodes.strategy(REFERENCE_STRATEGY) is not None:
+        adaptivity = load_adaptivity(session, run_id, options.confidence)
+        adaptive = (adaptivity, draw_adaptivity_plot(adaptivity))
     out_dir.mkdir(parents=True, exist_ok=True)
     images = []
-    for figure in figures:
+    for figure in [*figures, *([adaptive[1]] if adaptive else [])]:
         path = out_dir / f"{figure.name}.png"
         path.write_bytes(figure.png)
         images.append(path)
     page = out_dir / REPORT_FILE
     page.write_text(
-        render_html(episodes, summaries, comparisons, figures, options), encoding="utf-8"
+        render_html(episodes, summaries, comparisons, figures, options, adaptive),
+        encoding="utf-8",
     )
     return Report(page, tuple(images))

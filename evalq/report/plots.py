@@ -15,6 +15,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from evalq.rag.mdp_solver import ACTIONS, PRESETS, MDPParams, solve
+from evalq.report.adaptivity import StrategyAdaptivity
 from evalq.report.compare import Estimate
 from evalq.report.episodes import StrategyEpisodes
 from evalq.report.summary import StrategySummary
@@ -124,6 +125,30 @@ def steps_histogram(strategies: Sequence[StrategyEpisodes]) -> Figure:
     ax.set_xlabel("steps per episode (retrieve, reason and answer)")
     ax.set_ylabel("episodes")
     ax.set_title("Steps per episode")
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(loc="best", fontsize="small")
+    return figure
+
+
+def retrievals_histogram(strategies: Sequence[StrategyAdaptivity]) -> Figure:
+    """How many retrievals episodes made, side-by-side bars per strategy (ok episodes)."""
+    figure = Figure(figsize=FIGSIZE)
+    ax = figure.add_subplot()
+    present = [s for s in strategies if s.episodes]
+    if not present:
+        _empty(ax, "no ok episodes")
+        return figure
+    top = max(max(s.histogram, default=0) for s in present)
+    counts = np.arange(0, top + 1)
+    width = 0.8 / len(present)
+    for i, (strategy, colour) in enumerate(zip(present, _colours(len(present)), strict=True)):
+        frequency = [strategy.histogram.get(int(c), 0) for c in counts]
+        offset = (i - (len(present) - 1) / 2) * width
+        ax.bar(counts + offset, frequency, width=width, color=colour, label=strategy.strategy)
+    ax.set_xticks(counts)
+    ax.set_xlabel("retrievals per episode")
+    ax.set_ylabel("episodes")
+    ax.set_title("Retrievals per episode: one bar per strategy means no adaptation")
     ax.grid(axis="y", alpha=0.3)
     ax.legend(loc="best", fontsize="small")
     return figure

@@ -24,7 +24,14 @@ from evalq.report.episodes import load_run_episodes
 from evalq.report.html import write_report
 from evalq.report.summary import StatsOptions, summarise_strategy
 
-PLOTS = ("accuracy_vs_cost", "steps_histogram", "accuracy_by_difficulty", "mdp_policy")
+# The last is the adaptivity section's, after the plots grid (runs with MDP only).
+PLOTS = (
+    "accuracy_vs_cost",
+    "steps_histogram",
+    "accuracy_by_difficulty",
+    "mdp_policy",
+    "retrievals_histogram",
+)
 RESAMPLES = 500
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 # Collects, once the page has loaded, every image's decoded size and where it was laid out.

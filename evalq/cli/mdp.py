@@ -401,7 +401,7 @@ def _print_calibration(result: Calibration, status: str) -> None:
             f"{p.estimate:.3f}",
             _interval(p.low, p.high),
             f"{p.successes}/{p.trials} retrieves",
-            "retrieve steps whose note was written (Clopper-Pearson)",
+            "retrieve steps that succeeded (Clopper-Pearson)",
         )
         for position, q in enumerate(result.p_s_by_position, 1):
             table.add_row(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -22,6 +23,9 @@ class GenerationRequest:
     # Lower runs first when the engine schedules by priority (the async driver numbers
     # episodes in the order they start, so episodes under way finish before new ones grow).
     priority: int = 0
+    # A judgement instead of a text: the engine generates one token and reports, in
+    # ``Generation.choice_logprobs``, how likely each of these words was as that token.
+    choices: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -31,6 +35,11 @@ class Generation:
     ``error`` is set when the engine refused this one request (its prompt does not fit the
     model's context) while serving the rest: the text is then empty. Drivers finish that
     request's episode as an error; a failure of the engine itself raises instead.
+
+    ``choice_logprobs`` answers a request with ``choices``: per choice, the log of the
+    summed probability of its one-token spellings (``yes``, `` yes``, ``Yes``, `` Yes``,
+    ``YES``, `` YES``) as the first generated token; ``-inf`` when it has none.
+    ``None`` for a request without choices.
     """
 
     text: str
@@ -38,6 +47,7 @@ class Generation:
     completion_tokens: int
     latency_s: float
     error: str | None = None
+    choice_logprobs: dict[str, float] | None = None
 
     @classmethod
     def refused(cls, reason: str, prompt_tokens: int = 0) -> Generation:
@@ -45,8 +55,28 @@ class Generation:
         return cls("", prompt_tokens, 0, 0.0, error=reason)
 
 
+def choice_probability(gen: Generation, choice: str) -> float | None:
+    """P(choice) among the request's choices, renormalised over them; ``None`` if unknown.
+
+    ``None`` when the engine gave no log-probabilities, or every choice's is ``-inf``
+    (their odds are then unknown, not even).
+    """
+    if not gen.choice_logprobs or choice not in gen.choice_logprobs:
+        return None
+    top = max(gen.choice_logprobs.values())
+    if top == -math.inf:
+        return None
+    weights = {c: math.exp(lp - top) for c, lp in gen.choice_logprobs.items()}
+    return weights[choice] / sum(weights.values())
+
+
 class Engine(Protocol):
-    """Anything that turns a batch of chat requests into generations, in order."""
+    """Anything that turns a batch of chat requests into generations, in order.
+
+    A request with ``choices`` asks for one token and its log-probabilities: an engine
+    answers it with ``Generation.choice_logprobs`` set (and the token as text). An engine
+    that cannot leaves it ``None``; callers then treat the judgement as unknown.
+    """
 
     def generate(self, requests: Sequence[GenerationRequest]) -> list[Generation]:
         """Generate one completion per request, in the order given."""

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from evalq.config import EngineSettings
@@ -86,18 +87,96 @@ def load_error(settings: EngineSettings, exc: Exception) -> UserError:
     return UserError(f"cannot load model {settings.model!r}: {first}")
 
 
-def sampling_params(request: GenerationRequest, *, detokenize: bool = True) -> SamplingParams:
-    """The sampling parameters of one request, for vLLM (``detokenize=False``: ids only)."""
+def sampling_params(
+    request: GenerationRequest,
+    *,
+    detokenize: bool = True,
+    choice_ids: Sequence[int] | None = None,
+) -> SamplingParams:
+    """The sampling parameters of one request, for vLLM (``detokenize=False``: ids only).
+
+    A choices request is one token, with the log-probabilities of ``choice_ids`` (the token
+    ids of its choices' spellings, see ``ChoiceTokens``): vLLM returns those ids' values
+    whatever their rank, where a top-N list would miss a choice ranked below N.
+    """
     from vllm import SamplingParams
 
+    judged = request.choices is not None
     return SamplingParams(
-        max_tokens=request.max_tokens,
+        max_tokens=1 if judged else request.max_tokens,
         temperature=request.temperature,
         top_p=request.top_p,
         seed=request.seed,
         ignore_eos=request.ignore_eos,
         detokenize=detokenize,
+        logprob_token_ids=sorted(choice_ids) if judged and choice_ids else None,
     )
+
+
+def choice_spellings(choice: str) -> tuple[str, ...]:
+    """The case and leading-space variants of a choice word a model may write."""
+    cases = dict.fromkeys([choice, choice.lower(), choice.capitalize(), choice.upper()])
+    return tuple(dict.fromkeys(v for c in cases for v in (c, " " + c)))
+
+
+class ChoiceTokens:
+    """Token ids of each choice's one-token spellings, tokenized once per set of choices.
+
+    The engines run with ``detokenize=False``, so their log-probabilities come keyed by
+    token id: the choices are matched by id. A spelling that takes several tokens is left
+    out (its first token would also stand for other words).
+    """
+
+    def __init__(self, encode: Callable[[Sequence[str]], list[list[int]]]) -> None:
+        """Tokenize with ``encode`` (texts to token ids, no special tokens)."""
+        self._encode = encode
+        self._ids: dict[tuple[str, ...], dict[str, frozenset[int]]] = {}
+        self._lock = threading.Lock()
+
+    def all_ids(self, choices: tuple[str, ...] | None) -> list[int] | None:
+        """Every token id of the choices' spellings (``None`` for a request without)."""
+        if choices is None:
+            return None
+        return sorted(set().union(*self.ids(choices).values()))
+
+    def ids(self, choices: tuple[str, ...]) -> dict[str, frozenset[int]]:
+        """Choice -> the ids of its one-token spellings."""
+        with self._lock:
+            known = self._ids.get(choices)
+            if known is None:
+                spellings = {c: choice_spellings(c) for c in choices}
+                flat = [v for c in choices for v in spellings[c]]
+                encoded = dict(zip(flat, self._encode(flat), strict=True))
+                known = {
+                    c: frozenset(encoded[v][0] for v in spellings[c] if len(encoded[v]) == 1)
+                    for c in choices
+                }
+                self._ids[choices] = known
+            return known
+
+    def logprobs(self, choices: tuple[str, ...], top: Mapping[int, Any] | None) -> dict[str, float]:
+        """Per choice, the log of its spellings' summed probability in ``top``.
+
+        ``top`` is vLLM's token id -> ``Logprob`` of the first generated token (the
+        requested ids, plus the sampled token); a choice with no spelling in it, or none
+        that is one token, gets ``-inf``.
+        """
+        out: dict[str, float] = {}
+        for choice, ids in self.ids(choices).items():
+            probs = [math.exp(_logprob(lp)) for t, lp in (top or {}).items() if t in ids]
+            out[choice] = math.log(sum(probs)) if probs and sum(probs) > 0 else -math.inf
+        return out
+
+
+def _logprob(value: Any) -> float:
+    """The float of a vLLM ``Logprob`` (or of a plain float)."""
+    return float(getattr(value, "logprob", value))
+
+
+def first_token_logprobs(output: Any) -> Mapping[int, Any] | None:
+    """The top log-probabilities of a completion's first token (``None`` if not asked)."""
+    logprobs = getattr(output, "logprobs", None)
+    return logprobs[0] if logprobs else None
 
 
 class PromptRecorder:
@@ -227,6 +306,7 @@ class VLLMEngine:
         self.max_num_seqs = max_num_seqs(llm.llm_engine)
         self.max_model_len = max_model_len(llm.llm_engine)
         self.recorder = recorder
+        self.choices = ChoiceTokens(self.encode)
 
     def render(self, messages: Sequence[ChatMessage]) -> str:
         """The prompt text for a conversation (chat template, or a plain fallback)."""
@@ -252,7 +332,14 @@ class VLLMEngine:
             for i, r in zip(ids, requests, strict=True)
         ]
         served = [n for n, why in enumerate(refusals) if why is None]
-        params = [sampling_params(requests[n], detokenize=self.codec is None) for n in served]
+        params = [
+            sampling_params(
+                requests[n],
+                detokenize=self.codec is None,
+                choice_ids=self.choices.all_ids(requests[n].choices),
+            )
+            for n in served
+        ]
         inputs: list[Any] = [{"prompt_token_ids": ids[n]} for n in served]
         outs = self.llm.generate(inputs, params, use_tqdm=False) if served else []
         texts = (
@@ -267,10 +354,14 @@ class VLLMEngine:
             for i, why in zip(ids, refusals, strict=True)
         ]
         for n, o, text in zip(served, outs, texts, strict=True):
+            choices = requests[n].choices
             replies[n] = Generation(
                 text=text,
                 prompt_tokens=len(o.prompt_token_ids or ()),
                 completion_tokens=len(o.outputs[0].token_ids),
                 latency_s=elapsed,
+                choice_logprobs=None
+                if choices is None
+                else self.choices.logprobs(choices, first_token_logprobs(o.outputs[0])),
             )
         return [g for g in replies if g is not None]

@@ -20,10 +20,12 @@ from evalq.config import EngineSettings
 from evalq.models.base import ChatMessage, Generation, GenerationRequest
 from evalq.models.vllm import (
     ChatRenderer,
+    ChoiceTokens,
     PromptRecorder,
     TokenCodec,
     context_error,
     engine_kwargs,
+    first_token_logprobs,
     load_error,
     max_model_len,
     max_num_seqs,
@@ -58,6 +60,9 @@ class VLLMAsyncEngine:
         # Tokenizing and detokenizing leave the loop: the requests of one loop tick go to a
         # thread as one batch (see TokenCodec). Without a fast tokenizer vLLM does both.
         self.codec = TokenCodec.of(self.renderer.tokenizer)
+        codec_encode = self.codec.encode if self.codec is not None else None
+        # Choice words are few and tokenized once each, on the loop.
+        self.choices = ChoiceTokens(codec_encode or self.renderer.encode)
         self.max_num_seqs = max_num_seqs(self.llm)
         self.max_model_len = max_model_len(self.llm)
         self._codec_thread = concurrent.futures.ThreadPoolExecutor(
@@ -114,7 +119,11 @@ class VLLMAsyncEngine:
         from vllm.sampling_params import RequestOutputKind
 
         prompt = self.render(request.messages)
-        params = sampling_params(request, detokenize=self._encoder is None)
+        params = sampling_params(
+            request,
+            detokenize=self._encoder is None,
+            choice_ids=self.choices.all_ids(request.choices),
+        )
         # Only the finished output is wanted: no per-token streaming overhead.
         params.output_kind = RequestOutputKind.FINAL_ONLY
         t0 = time.perf_counter()
@@ -145,6 +154,9 @@ class VLLMAsyncEngine:
             prompt_tokens=len(final.prompt_token_ids or ()),
             completion_tokens=len(token_ids),
             latency_s=elapsed,
+            choice_logprobs=None
+            if request.choices is None
+            else self.choices.logprobs(request.choices, first_token_logprobs(final.outputs[0])),
         )
 
     def generate(self, requests: Sequence[GenerationRequest]) -> list[Generation]:

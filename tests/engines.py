@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import time
@@ -52,9 +53,11 @@ class PassageEngine:
         match = re.search(r"Question: (.*)", prompt)
         gold, passages = _hotpot_facts().get(match.group(1) if match else "", ("", ()))
         seen = any(p and p in prompt for p in passages)
-        if "search query" in prompt:
+        if r.choices is not None:  # the retrieve's judge: sure yes on gold, sure no without
+            return judged(r, 0.9 if seen else 0.1)
+        if "search engine query" in prompt:
             text = "more evidence"
-        elif "note what these passages say" in prompt:
+        elif "state the facts" in prompt:
             text = f"The passages say the answer is {gold}." if seen else NO_INFO
         elif "reasoning step" in prompt:
             text = "Combining the notes."
@@ -62,6 +65,18 @@ class PassageEngine:
             known = seen or (gold and f"answer is {gold}" in prompt)
             text = f"Answer: {gold}" if known else "Answer: unknown"
         return Generation(text, len(prompt.split()), len(text.split()), 0.0)
+
+
+def judged(r: GenerationRequest, p_first: float) -> Generation:
+    """A deterministic reply to a choices request: P(first choice) = ``p_first``.
+
+    The rest of the probability is spread evenly over the other choices.
+    """
+    choices = r.choices or ()
+    rest = (1.0 - p_first) / max(len(choices) - 1, 1)
+    logprobs = {c: math.log(p_first if i == 0 else rest) for i, c in enumerate(choices)}
+    text = choices[0] if p_first >= 0.5 or len(choices) < 2 else choices[1]
+    return Generation(text, 10, 1, 0.0, choice_logprobs=logprobs)
 
 
 class InstantEngine:

@@ -59,24 +59,50 @@ def answer_messages(
     return _messages(q, _evidence_block(passages, notes), instruction)
 
 
+JUDGE_CHOICES = ("yes", "no")
+
+
+def judge_messages(q: Question, passages: Sequence[Passage]) -> tuple[ChatMessage, ...]:
+    """Ask whether newly retrieved passages help; the answer is read as P(yes), one token.
+
+    The notes are left out: the judgement is about these passages alone. The prompt starts
+    like the note call's, which reads the same passages, so the two share a cached prefix.
+    """
+    instruction = (
+        "Do these passages contain information needed to answer the question? Answer yes or no."
+    )
+    return _messages(q, _evidence_block(passages, ()), instruction)
+
+
 def query_messages(q: Question, notes: Sequence[str]) -> tuple[ChatMessage, ...]:
-    """Ask the model for a search query that would find what is still missing."""
-    instruction = "Write one search query (a few keywords) for what is still missing. Query:"
+    """Ask for a keyword search query for what the notes do not yet say.
+
+    Small chat models reply to a request with chat ("What a delightful question! ...");
+    an example of the reply's form keeps them nearer to keywords. The reply is cleaned
+    again, and replaced when it is chat or a repeat (``evalq.rag.search_query``).
+    """
+    instruction = (
+        "Write a search engine query (3 to 8 keywords, not a sentence) to find the "
+        "information still needed to answer the question. Reply with the keywords only, "
+        "for example: Kate Bush first album release year"
+    )
     return _messages(q, _evidence_block((), notes), instruction)
 
 
 def note_messages(
     q: Question, passages: Sequence[Passage], notes: Sequence[str]
 ) -> tuple[ChatMessage, ...]:
-    """Ask the model to note what the new passages say about the question."""
+    """Ask the model to note the facts in passages judged relevant (the answer's evidence)."""
     instruction = (
-        "In one or two sentences, note what these passages say that bears on the question. "
-        f"If nothing does, reply {NO_INFO}."
+        "In one or two sentences, state the facts from these passages that help answer "
+        f"the question, with their names and numbers. If none do, reply {NO_INFO}."
     )
     return _messages(q, _evidence_block(passages, notes), instruction)
 
 
 def reason_messages(q: Question, notes: Sequence[str]) -> tuple[ChatMessage, ...]:
     """Ask the model for one short reasoning step from the notes so far."""
-    instruction = "Write one short reasoning step toward the answer from the notes so far."
+    instruction = (
+        "Write one short reasoning step (one sentence) toward the answer from the notes so far."
+    )
     return _messages(q, _evidence_block((), notes), instruction)

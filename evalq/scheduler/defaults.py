@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from evalq.rag.strategies import GenerationConfig
+from evalq.rag.strategies.mdp import JUDGE_THRESHOLD
 
 _GENERATION = GenerationConfig()
 
@@ -31,6 +32,8 @@ class RunDefaults:
     mdp_preset: str = "multi_gpu"
     k_step: int = 3
     max_steps: int = 10
+    # An MDP retrieve succeeds when the model's judged P(yes) reaches this (--mdp-set).
+    judge_threshold: float = JUDGE_THRESHOLD
     retriever: str = "bm25"
 
 

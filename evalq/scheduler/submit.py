@@ -60,7 +60,29 @@ def mdp_params(req: RunRequest, preset: MDPParams | None = None) -> MDPParams:
     ``preset`` is the named set as ``resolve_preset`` found it; without it the name must be
     a built-in preset.
     """
-    return (preset or lookup_preset(req.mdp_preset)).with_overrides(**req.mdp_overrides)
+    overrides = {k: v for k, v in req.mdp_overrides.items() if k not in RUN_MDP_OPTIONS}
+    return (preset or lookup_preset(req.mdp_preset)).with_overrides(**overrides)
+
+
+# Set with --mdp-set like the decision model's parameters, but not among them: they do not
+# change the solved thresholds, so they stay out of MDPParams and its cache key.
+RUN_MDP_OPTIONS = ("judge_threshold",)
+
+
+def judge_threshold(req: RunRequest) -> float:
+    """The P(yes) at which an MDP retrieve counts as a success (``--mdp-set judge_threshold``).
+
+    Raises:
+        UserError: If it is not a number in [0, 1].
+    """
+    value = req.mdp_overrides.get("judge_threshold", RUN_DEFAULTS.judge_threshold)
+    try:
+        threshold = float(value)
+    except (TypeError, ValueError):
+        raise UserError(f"judge_threshold must be a number in [0, 1], got {value!r}") from None
+    if not 0.0 <= threshold <= 1.0:
+        raise UserError(f"judge_threshold must be in [0, 1], got {value!r}")
+    return threshold
 
 
 def resolve_preset(settings: Settings, name: str) -> tuple[MDPParams, str]:
@@ -137,6 +159,7 @@ def _validate(req: RunRequest, preset: MDPParams) -> list[Question]:
     if req.k_step < 1 or req.max_steps < 0:
         raise UserError("--k-step must be at least 1 and --max-steps at least 0")
     mdp_params(req, preset)
+    judge_threshold(req)
     strategies = [parse_strategy(s) for s in req.strategies]
     if len({s.name for s in strategies}) != len(strategies):
         raise UserError("the same strategy is named twice")
@@ -183,6 +206,7 @@ def submit(settings: Settings, req: RunRequest) -> int:
             "theta_star": theta_star,
             "k_step": req.k_step,
             "max_steps": req.max_steps,
+            "judge_threshold": judge_threshold(req),
         }
         run = queries.create_run(
             s,

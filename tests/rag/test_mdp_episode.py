@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import pytest
-from engines import PassageEngine
+from engines import PassageEngine, judged
 
 from evalq.data.question import Question
 from evalq.data.registry import load_questions
@@ -112,8 +112,11 @@ def test_retrieve_steps_record_query_passages_scores_text_and_tokens(
     for step in retrieves:
         assert step.query and len(step.passage_ids) == len(step.scores) <= 3
         assert step.scores == sorted(step.scores, reverse=True)
-        assert step.prompt_tokens > 0 and step.text
-        assert step.success == (NO_INFO not in (step.text or ""))
+        assert step.prompt_tokens > 0 and step.judgement is not None
+        # The passage engine judges 0.9 with a gold passage in view, 0.1 without; only
+        # passages judged useful get a note.
+        assert step.success == (step.judgement >= 0.5)
+        assert bool(step.text) == step.success
         gain = 0.25 if step.success else 0.0
         assert step.u_after == pytest.approx(min((step.u_before or 0.0) + gain, 1.0))
     for result in results:
@@ -123,10 +126,10 @@ def test_retrieve_steps_record_query_passages_scores_text_and_tokens(
 
 
 class NothingHelps:
-    """Every note is NO_INFO: retrieval never succeeds, so U can only move by reasoning."""
+    """Every judgement is a sure no: retrieval never succeeds, so U moves only by reasoning."""
 
     def generate(self, requests: Sequence[GenerationRequest]) -> list[Generation]:
-        return [Generation(NO_INFO, 5, 1, 0.0) for _ in requests]
+        return [judged(r, 0.01) if r.choices else Generation(NO_INFO, 5, 1, 0.0) for r in requests]
 
 
 def test_success_is_observed_not_sampled(

@@ -1,30 +1,37 @@
 """MDP-RAG: retrieve, reason or answer by a threshold policy over information progress U.
 
 Unlike the original, retrieval really queries the corpus and its passages reach the model;
-success is observed (a note was written), never sampled; the answer call always runs; a
-step cap ends every loop.
+success is observed, never sampled: the model judges the passages in one token, and the
+retrieve succeeds when its P(yes) reaches the run's ``judge_threshold``. The answer call
+always runs; a step cap ends every loop.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
 from evalq.data.question import Question
 from evalq.errors import UserError
-from evalq.models.base import Generation
+from evalq.models.base import Generation, choice_probability
 from evalq.rag.episode import EpisodeGenerator, RetrievalRequest, Retrieved, StepRecord
 from evalq.rag.mdp_solver import PRESETS, MDPParams, policy_action
 from evalq.rag.prompts import (
+    JUDGE_CHOICES,
     NO_INFO,
     answer_messages,
+    judge_messages,
     note_messages,
     query_messages,
     reason_messages,
 )
+from evalq.rag.search_query import next_query
 from evalq.rag.strategies.base import EpisodeContext, grade, new_result
 
-OPTIONS = ("k_step", "max_steps", "min_score")
+OPTIONS = ("k_step", "max_steps", "min_score", "judge_threshold")
+# A retrieve succeeds when the judge's P(yes) reaches this (a run option; see docs/mdp.md).
+JUDGE_THRESHOLD = 0.5
 
 
 @dataclass(frozen=True)
@@ -37,6 +44,7 @@ class MDPStrategy:
     k_step: int = 3
     max_steps: int = 10
     min_score: float | None = None
+    judge_threshold: float = JUDGE_THRESHOLD
 
     @property
     def name(self) -> str:
@@ -66,6 +74,7 @@ class MDPStrategy:
             k_step=int(run_mdp.get("k_step", 3)),
             max_steps=int(run_mdp.get("max_steps", 10)),
             min_score=None if min_score is None else float(min_score),
+            judge_threshold=float(run_mdp.get("judge_threshold", JUDGE_THRESHOLD)),
         )
 
     def episode(self, question: Question, ctx: EpisodeContext) -> EpisodeGenerator:
@@ -76,6 +85,9 @@ class MDPStrategy:
         u, cost = 0.0, 0.0
         notes: list[str] = []
         seen: list[str] = []
+        queries: list[str] = []
+        # Titles of the passages seen, those judged useful first: fallback query words.
+        titles: list[str] = []
         for _ in range(self.max_steps):
             action = policy_action(u, self.theta_cont, self.theta_star)
             if action == "terminate":
@@ -84,13 +96,19 @@ class MDPStrategy:
             if action == "retrieve":
                 if question.corpus is None:
                     raise ValueError(f"question {question.id} has no corpus to retrieve from")
-                query = question.text
+                reply = None
                 if result.retrievals > 0:  # later queries target what is still missing
                     qgen: Generation = yield ctx.request(
                         query_messages(question, notes), g.query_tokens
                     )
-                    query = qgen.text.strip().splitlines()[0][:500] if qgen.text.strip() else query
                     _add_tokens(step, qgen)
+                    reply = qgen.text
+                query = (
+                    question.text
+                    if result.retrievals == 0
+                    else next_query(question.text, reply, notes, titles, queries)
+                )
+                queries.append(query)
                 got: Retrieved = yield RetrievalRequest(
                     question.corpus, query, self.k_step, frozenset(seen)
                 )
@@ -100,23 +118,34 @@ class MDPStrategy:
                 step.query = query
                 step.passage_ids = [x.id for x in passages]
                 step.scores = [h.score for h in got.hits]
-                note = ""
                 if passages:
+                    jgen: Generation = yield dataclasses.replace(
+                        ctx.request(judge_messages(question, passages), 1),
+                        choices=JUDGE_CHOICES,
+                    )
+                    _add_tokens(step, jgen)
+                    step.judgement = choice_probability(jgen, JUDGE_CHOICES[0])
+                best = max(step.scores, default=0.0)
+                step.success = (
+                    step.judgement is not None
+                    and step.judgement >= self.judge_threshold
+                    and (self.min_score is None or best >= self.min_score)
+                )
+                if step.success:
+                    # Only passages judged useful are noted: the note is the answer's
+                    # evidence, and a note of useless passages is tokens spent on noise.
                     ngen: Generation = yield ctx.request(
                         note_messages(question, passages, notes), g.note_tokens
                     )
                     _add_tokens(step, ngen)
                     note = ngen.text.strip()
                     step.text = note
-                best = max(step.scores, default=0.0)
-                step.success = (
-                    bool(note)
-                    and NO_INFO not in note.upper()
-                    and (self.min_score is None or best >= self.min_score)
-                )
-                if step.success:
-                    notes.append(note)
+                    if note and NO_INFO not in note.upper():
+                        notes.append(note)
+                    titles[:0] = [x.title for x in passages]
                     u = min(u + p.delta_r, p.u_max)
+                else:
+                    titles += [x.title for x in passages]
                 cost += p.c_r
                 result.retrievals += 1
             else:

@@ -74,6 +74,10 @@ def judge_messages(q: Question, passages: Sequence[Passage]) -> tuple[ChatMessag
     return _messages(q, _evidence_block(passages, ()), instruction)
 
 
+# The query prompt's example of a reply; a reply that only echoes it is no query.
+QUERY_EXAMPLE = "Kate Bush first album release year"
+
+
 def query_messages(q: Question, notes: Sequence[str]) -> tuple[ChatMessage, ...]:
     """Ask for a keyword search query for what the notes do not yet say.
 
@@ -84,7 +88,7 @@ def query_messages(q: Question, notes: Sequence[str]) -> tuple[ChatMessage, ...]
     instruction = (
         "Write a search engine query (3 to 8 keywords, not a sentence) to find the "
         "information still needed to answer the question. Reply with the keywords only, "
-        "for example: Kate Bush first album release year"
+        f"for example: {QUERY_EXAMPLE}"
     )
     return _messages(q, _evidence_block((), notes), instruction)
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 
+from evalq.rag.prompts import QUERY_EXAMPLE
+
 # Longest query kept: BM25 gains nothing from a paragraph, and a long reply is chat.
 MAX_QUERY_WORDS = 16
 # Words of the latest note added to the question by the first fallback.
@@ -46,6 +48,8 @@ _CHAT = re.compile(
     r"the notes?|no_info)\b",
     re.IGNORECASE,
 )
+# A list bullet or number before the query ("1. ", "- ").
+_BULLET = re.compile(r"^\s*(?:\d+[.)]|[-\u2022*])\s+")
 _WORD = re.compile(r"[0-9A-Za-z\u00C0-\u024F]+(?:['\u2019][A-Za-z]+)?")
 
 
@@ -68,13 +72,16 @@ def normalize_query(query: str) -> frozenset[str]:
     return frozenset(content_words(query)) or frozenset(w.lower() for w in words(query))
 
 
+_EXAMPLE = normalize_query(QUERY_EXAMPLE)
+
+
 def clean_query(text: str, question: str) -> str | None:
     """A search query from a model's reply, or ``None`` when the reply is not one.
 
     Keeps the first non-empty line; strips labels ("Query:", "Search query:"), opening
     pleasantries ("Sure!", "What a delightful question!"), quotes and markdown; caps the
-    length. Rejects a reply that still reads as chat (an echoed instruction, "I can ...")
-    and one that is the question restated with chat around it.
+    length. Rejects a reply that still reads as chat (an echoed instruction, "I can ..."),
+    one that echoes the prompt's example, and a long one that restates the question.
     """
     lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
     if not lines:
@@ -86,13 +93,14 @@ def clean_query(text: str, question: str) -> str | None:
     for _ in range(3):  # "Sure! Search query: ..." takes more than one pass
         before = line
         line = _PLEASANTRY.sub("", line)
+        line = _BULLET.sub("", line)
         line = _LABEL.sub("", line)
         line = line.strip().strip("\"'`*_#>[]()").strip()
         if line == before:
             break
     line = re.sub(r"[\"`*]+", " ", line)
     line = re.sub(r"\s+", " ", line).strip().rstrip(".?!,;:")
-    if not line or _CHAT.search(line):
+    if not line or _CHAT.search(line) or normalize_query(line) == _EXAMPLE:
         return None
     kept = words(line)
     if not content_words(line):

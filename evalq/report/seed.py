@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session
 
 from evalq.db.models import Episode, Run, Step
 from evalq.errors import UserError
-from evalq.rag.strategies.base import parse_strategy
+from evalq.rag.strategies import parse_strategy
 from evalq.rag.strategies.fixed import FixedK
 from evalq.report.compare import OK_STATUS, run_strategies
 

@@ -1,4 +1,7 @@
-"""The strategy seam and what every strategy shares: context, grading, spec parsing."""
+"""The strategy seam and what every strategy shares: context, grading.
+
+Kinds and spec parsing live in ``registry``, above this module and the strategies.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +10,6 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from evalq.data.question import Question
-from evalq.errors import UserError
 from evalq.models.base import ChatMessage, GenerationRequest
 from evalq.rag import scoring
 from evalq.rag.corpus import Passage
@@ -100,30 +102,3 @@ def grade(result: EpisodeResult, q: Question, generated: str) -> None:
         result.correct = result.exact_match == 1.0
     if q.gold_passages:
         result.retrieval_recall = scoring.retrieval_recall(result.passage_ids, q.gold_passages)
-
-
-def parse_strategy(spec: str, params: dict[str, Any] | None = None) -> Strategy:
-    """Build a strategy from its spec: ``fixed:k=3``, ``fixed:k=0`` (closed book), ``mdp``.
-
-    Raises:
-        UserError: the spec names no known strategy or has a malformed parameter.
-    """
-    from evalq.rag.strategies.fixed import FixedK
-
-    kind, _, rest = spec.partition(":")
-    opts: dict[str, str] = {}
-    for part in filter(None, rest.split(",")):
-        key, eq, value = part.partition("=")
-        if not eq:
-            raise UserError(f"strategy {spec!r}: expected key=value, got {part!r}")
-        opts[key.strip()] = value.strip()
-    if kind == "fixed":
-        unknown = set(opts) - {"k"}
-        if unknown or "k" not in opts or not opts["k"].isdigit():
-            raise UserError(f"strategy {spec!r}: use fixed:k=N with N >= 0 (k=0 is closed-book)")
-        return FixedK(k=int(opts["k"]))
-    if kind == "mdp":
-        from evalq.rag.strategies.mdp import MDPStrategy
-
-        return MDPStrategy.from_spec(spec, opts, params or {})
-    raise UserError(f"unknown strategy {spec!r}: use fixed:k=N or mdp")

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from evalq.data.question import Question
+from evalq.errors import UserError
 from evalq.models.base import Generation
 from evalq.rag.episode import EpisodeGenerator, RetrievalRequest, Retrieved, StepRecord
 from evalq.rag.prompts import answer_messages
@@ -21,6 +23,13 @@ class FixedK:
     def name(self) -> str:
         """The spec stored on each episode, e.g. ``fixed:k=3``."""
         return f"fixed:k={self.k}"
+
+    @classmethod
+    def from_spec(cls, spec: str, opts: dict[str, str], run_config: dict[str, Any]) -> FixedK:
+        """The ``fixed`` kind's factory: ``fixed:k=N`` (the run's settings play no part)."""
+        if set(opts) != {"k"} or not opts["k"].isdigit():
+            raise UserError(f"strategy {spec!r}: use fixed:k=N with N >= 0 (k=0 is closed-book)")
+        return cls(k=int(opts["k"]))
 
     def episode(self, question: Question, ctx: EpisodeContext) -> EpisodeGenerator:
         """Retrieve (when k > 0), answer, grade; cost = k * c_r + c_p."""

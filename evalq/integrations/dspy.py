@@ -6,6 +6,10 @@ that arrive while earlier batches are out) into one generation job, so the worke
 engines see batches instead of single prompts. Each call still gets its own output: a
 job's outputs come back in the order its calls were gathered.
 
+``FleetLM(model).batch_generate(prompts)`` is the seed's
+``vLLMOfflineMultiGPU(...).batch_generate(prompts)``: the whole list as one fleet job,
+outputs in input order.
+
 Needs the ``dspy`` extra (``pip install 'evalq[dspy]'``).
 """
 
@@ -16,7 +20,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -36,7 +40,7 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
 
     raise UserError("FleetLM needs DSPy: pip install 'evalq[dspy]'") from exc
 
-from evalq.client import Client
+from evalq.client import Client, Prompt
 from evalq.db.generate import NewItem, StoredItem
 
 log = logging.getLogger(__name__)
@@ -227,3 +231,33 @@ class FleetLM(dspy.LM):  # type: ignore[misc]
         super().__init__(
             model=model, engine=engine, async_engine=AsyncFleetEngine(engine), **kwargs
         )
+        self.fleet_client = client
+
+    def batch_generate(
+        self, prompts: Sequence[Prompt], *, timeout: float | None = None, **sampling: Any
+    ) -> list[str]:
+        """One completion per prompt, as one fleet job; outputs in input order.
+
+        The seed's ``vLLMOfflineMultiGPU(...).batch_generate(prompts)``, on the workers of
+        this LM's model. Sampling defaults to this LM's (``temperature``, ``max_tokens``,
+        ``top_p``, ``seed``); DSPy's cache and history are not involved.
+
+        Args:
+            prompts: Texts (each sent as one user message) or chat message lists.
+            timeout: Seconds to wait before giving up (the job goes on).
+            **sampling: ``max_tokens``, ``temperature``, ``top_p``, ``seed``, ``ignore_eos``.
+
+        Raises:
+            UserError: bad input, an unreachable broker, or a chunk that failed on a worker.
+            TimeoutError: ``timeout`` passed first.
+        """
+        return self.fleet_client.batch_generate(
+            prompts, model=self.model, timeout=timeout, **{**_lm_sampling(self.kwargs), **sampling}
+        )
+
+
+def _lm_sampling(kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """An LM's sampling settings that a fleet job takes; ``max_tokens`` always set."""
+    sampling = {k: kwargs[k] for k in ("temperature", "top_p", "seed") if kwargs.get(k) is not None}
+    sampling["max_tokens"] = kwargs.get("max_tokens") or DEFAULT_MAX_TOKENS
+    return sampling

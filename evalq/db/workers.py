@@ -16,7 +16,7 @@ from sqlalchemy import DateTime, Float, Integer, String, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from evalq.db.models import Base
+from evalq.db.base import Base
 
 # Missed heartbeats before a worker counts as stale: one late beat is noise, three are not.
 STALE_BEATS = 3

@@ -12,7 +12,8 @@ from sqlalchemy import create_engine, select
 from sqlalchemy.orm import Session
 
 import evalq.db.thresholds as thresholds_module
-from evalq.db.models import Base, Threshold
+from evalq.db.base import Base
+from evalq.db.models import Threshold
 from evalq.db.thresholds import thresholds_for
 from evalq.errors import UserError
 from evalq.rag.mdp_solver import (

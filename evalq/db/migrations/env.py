@@ -3,10 +3,10 @@
 from alembic import context
 from sqlalchemy import create_engine, text
 
-from evalq.db.models import Base
+from evalq.db.schema import metadata
 
 config = context.config
-target_metadata = Base.metadata
+target_metadata = metadata
 
 
 def _run(connection) -> None:  # type: ignore[no-untyped-def]

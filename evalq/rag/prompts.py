@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from evalq.data.corpus import Passage
 from evalq.data.question import Question
 from evalq.models.base import ChatMessage
-from evalq.rag.corpus import Passage
 
 NO_INFO = "NO_INFO"
 SYSTEM = "You are a careful expert. Answer questions using the evidence given when it helps."
@@ -97,21 +97,18 @@ def judge_messages(q: Question, passages: Sequence[Passage]) -> tuple[ChatMessag
     return _messages(q, _evidence_block(passages, ()), instruction)
 
 
-# The query prompt's example of a reply; a reply that only echoes it is no query.
-QUERY_EXAMPLE = "Kate Bush first album release year"
-
-
 def query_messages(q: Question, notes: Sequence[str]) -> tuple[ChatMessage, ...]:
     """Ask for a keyword search query for what the notes do not yet say.
 
-    Small chat models reply to a request with chat ("What a delightful question! ...");
-    an example of the reply's form keeps them nearer to keywords. The reply is cleaned
-    again, and replaced when it is chat or a repeat (``evalq.rag.search_query``).
+    Small chat models reply to a request with chat ("What a delightful question! ...").
+    The reply is cleaned, and replaced when it is chat or a repeat
+    (``evalq.rag.search_query``). No example reply is given: SmolLM2-135M copied the
+    example's names into its queries.
     """
     instruction = (
         "Write a search engine query (3 to 8 keywords, not a sentence) to find the "
-        "information still needed to answer the question. Reply with the keywords only, "
-        f"for example: {QUERY_EXAMPLE}"
+        "information still needed to answer the question. Reply with the keywords only: "
+        "names, titles, places, dates."
     )
     return _messages(q, _evidence_block((), notes), instruction)
 

@@ -12,8 +12,6 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 
-from evalq.rag.prompts import QUERY_EXAMPLE
-
 # Longest query kept: BM25 gains nothing from a paragraph, and a long reply is chat.
 MAX_QUERY_WORDS = 16
 # Words of the latest note added to the question by the first fallback.
@@ -72,16 +70,13 @@ def normalize_query(query: str) -> frozenset[str]:
     return frozenset(content_words(query)) or frozenset(w.lower() for w in words(query))
 
 
-_EXAMPLE = normalize_query(QUERY_EXAMPLE)
-
-
 def clean_query(text: str, question: str) -> str | None:
     """A search query from a model's reply, or ``None`` when the reply is not one.
 
     Keeps the first non-empty line; strips labels ("Query:", "Search query:"), opening
     pleasantries ("Sure!", "What a delightful question!"), quotes and markdown; caps the
     length. Rejects a reply that still reads as chat (an echoed instruction, "I can ..."),
-    one that echoes the prompt's example, and a long one that restates the question.
+    and a long one that restates the question.
     """
     lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
     if not lines:
@@ -100,7 +95,7 @@ def clean_query(text: str, question: str) -> str | None:
             break
     line = re.sub(r"[\"`*]+", " ", line)
     line = re.sub(r"\s+", " ", line).strip().rstrip(".?!,;:")
-    if not line or _CHAT.search(line) or normalize_query(line) == _EXAMPLE:
+    if not line or _CHAT.search(line):
         return None
     kept = words(line)
     if not content_words(line):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from evalq.rag.prompts import QUERY_EXAMPLE
 from evalq.rag.search_query import clean_query, next_query, normalize_query
 
 QUESTION = "Which city hosts the museum founded by Ada Lovelace?"
@@ -33,7 +32,6 @@ def test_chatter_is_cleaned_off(reply: str, query: str) -> None:
         "What is still missing: the city of the museum.",
         "I think the answer is London.",
         "The passages do not say where the museum is.",
-        QUERY_EXAMPLE,
         "",
         "   \n  ",
         "?!",

@@ -22,11 +22,11 @@ from typing import Any
 
 from sqlalchemy import func, select
 
+from evalq.data.corpus import corpus_from_path, store_corpus, stored_corpus_meta
 from evalq.data.registry import load_corpus, load_questions
 from evalq.db.models import Episode, Run
 from evalq.db.session import open_store
 from evalq.errors import UserError
-from evalq.rag.corpus import corpus_from_path, store_corpus, stored_corpus_meta
 
 REPO = Path(__file__).resolve().parents[1]
 BENCH_CORPUS = "bench-oran-hotpot"

@@ -8,6 +8,15 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from evalq.data.corpus import (
+    DEFAULT_WORDS_PER_PASSAGE,
+    check_corpus_name,
+    corpus_from_path,
+    remove_stored_corpus,
+    store_corpus,
+    stored_corpora,
+    stored_corpus_meta,
+)
 from evalq.data.registry import (
     DATASETS,
     JSONL_PREFIX,
@@ -17,15 +26,6 @@ from evalq.data.registry import (
     shipped_corpus_names,
 )
 from evalq.errors import UserError
-from evalq.rag.corpus import (
-    DEFAULT_WORDS_PER_PASSAGE,
-    check_corpus_name,
-    corpus_from_path,
-    remove_stored_corpus,
-    store_corpus,
-    stored_corpora,
-    stored_corpus_meta,
-)
 from evalq.rag.retrieval import BM25, DENSE, build_retriever, check_retriever
 
 

@@ -11,9 +11,9 @@ import re
 from pathlib import Path
 from typing import Any
 
+from evalq.data.corpus import Corpus, Passage
 from evalq.data.question import Question
 from evalq.errors import UserError
-from evalq.rag.corpus import Corpus, Passage
 
 DATA_DIR = Path(__file__).parent / "files" / "musique-train-100-hipporag"
 QUESTIONS_FILE = DATA_DIR / "musique_train.json.gz"

@@ -11,15 +11,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from evalq.data import hotpotqa, jsonl, musique, oran, squad
-from evalq.data.question import Question
-from evalq.errors import UserError
-from evalq.rag.corpus import (
+from evalq.data.corpus import (
     INDEX_FOLDER,
     Corpus,
     read_stored_corpus,
     stored_corpora,
     stored_corpus_meta,
 )
+from evalq.data.question import Question
+from evalq.errors import UserError
 
 JSONL_PREFIX = "jsonl:"
 

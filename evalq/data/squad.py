@@ -7,9 +7,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+from evalq.data.corpus import Corpus, Passage
 from evalq.data.question import Question
 from evalq.errors import UserError
-from evalq.rag.corpus import Corpus, Passage
 
 DATA_FILE = Path(__file__).parent / "files" / "squad-dev" / "dev-v1.1.json.gz"
 CORPUS_NAME = "squad"

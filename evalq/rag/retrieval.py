@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from evalq.data.corpus import Corpus, Passage
 from evalq.data.registry import index_root, load_corpus
 from evalq.errors import UserError
-from evalq.rag.corpus import Corpus, Passage
 from evalq.rag.retrievers import Hit, Retriever
 from evalq.rag.retrievers.bm25 import BM25Retriever
 

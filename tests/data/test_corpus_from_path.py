@@ -3,8 +3,8 @@ from pathlib import Path
 
 import pytest
 
+from evalq.data.corpus import Corpus, Passage, corpus_from_path
 from evalq.errors import UserError
-from evalq.rag.corpus import Corpus, Passage, corpus_from_path
 
 
 def test_text_files_are_chunked_with_stable_ids(tmp_path: Path) -> None:

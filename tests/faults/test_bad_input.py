@@ -20,11 +20,11 @@ from sqlalchemy import select
 from support import free_port
 
 from evalq.cli.main import cli
+from evalq.data.corpus import corpus_from_path
 from evalq.data.registry import load_questions
 from evalq.db.models import Episode, Run, Shard
 from evalq.db.session import open_store
 from evalq.errors import UserError
-from evalq.rag.corpus import corpus_from_path
 from evalq.rag.mdp_solver import MDPParams
 from evalq.worker.shard import ShardExecutor
 from faults.faultkit import Figure, evalq, submit

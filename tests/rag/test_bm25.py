@@ -4,7 +4,7 @@ import bm25s
 import pytest
 
 from evalq.data import hotpotqa
-from evalq.rag.corpus import Corpus, Passage
+from evalq.data.corpus import Corpus, Passage
 from evalq.rag.retrievers import Hit
 from evalq.rag.retrievers.bm25 import BM25Retriever, index_dir_for
 

@@ -10,11 +10,11 @@ from engines import PassageEngine
 from support import TINY
 
 from evalq.cli.main import cli
+from evalq.data.corpus import Corpus, Passage, store_corpus
 from evalq.data.registry import index_root, load_corpus, load_questions
 from evalq.db.models import Run
 from evalq.db.session import open_store
 from evalq.rag import retrieval
-from evalq.rag.corpus import Corpus, Passage, store_corpus
 from evalq.rag.episode import EpisodeResult
 from evalq.rag.retrievers import dense
 from evalq.rag.retrievers.bm25 import BM25Retriever

@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
+from evalq.data.corpus import Passage
 from evalq.data.question import Question
 from evalq.models.base import Generation, GenerationRequest
-from evalq.rag.corpus import Passage
 from evalq.rag.episode import EpisodeResult, RetrievalRequest, Retrieved
 from evalq.rag.mdp_solver import PRESETS
 from evalq.rag.retrievers import Hit

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
-    from evalq.rag.corpus import Corpus
+    from evalq.data.corpus import Corpus
 
 log = logging.getLogger(__name__)
 

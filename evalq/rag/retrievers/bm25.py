@@ -21,8 +21,8 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 import bm25s
 
 from evalq.config import evalq_home
+from evalq.data.corpus import Corpus
 from evalq.errors import UserError
-from evalq.rag.corpus import Corpus
 from evalq.rag.retrievers import Hit, cache_matches, exclusions, fetch_size
 
 log = logging.getLogger(__name__)

@@ -9,10 +9,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from evalq.data.corpus import Passage
 from evalq.data.question import Question
 from evalq.models.base import ChatMessage, GenerationRequest
 from evalq.rag import scoring
-from evalq.rag.corpus import Passage
 from evalq.rag.episode import EpisodeGenerator, EpisodeResult
 
 

@@ -9,7 +9,7 @@ Each line is one object::
      "metric": "squad"}                         # optional: "squad", "hotpotqa" or "musique"
 
 ``metric`` names the official answer metric that grades a short answer (default "squad";
-see ``evalq.rag.scoring.METRICS``); an unknown name makes the row invalid.
+see ``evalq.data.question.METRIC_NAMES``); an unknown name makes the row invalid.
 """
 
 from __future__ import annotations
@@ -20,9 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from evalq.data.oran import strip_option_prefix
-from evalq.data.question import Question
+from evalq.data.question import DEFAULT_METRIC, METRIC_NAMES, Question
 from evalq.errors import UserError
-from evalq.rag.scoring import DEFAULT_METRIC, METRICS
 
 ALL = "all"
 # What no database stores as text: NUL (Postgres refuses it) and unpaired surrogates (not
@@ -153,8 +152,8 @@ def parse_row(line: str, line_no: int, corpus: str | None) -> Question:
     if not _is_string_list(aliases):
         return invalid("'aliases' is not a list of strings")
     metric = row.get("metric", DEFAULT_METRIC)
-    if not isinstance(metric, str) or metric not in METRICS:
-        return invalid(f"'metric' {metric!r} is not one of: " + ", ".join(METRICS))
+    if not isinstance(metric, str) or metric not in METRIC_NAMES:
+        return invalid(f"'metric' {metric!r} is not one of: " + ", ".join(METRIC_NAMES))
     return Question(
         id=question_id,
         text=text.strip(),

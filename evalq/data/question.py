@@ -4,6 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+# The answer metrics a short-answer question may name, each its dataset's official evaluation.
+# They are implemented in ``evalq.rag.scoring.METRICS``, whose keys a test holds equal to
+# these: data validates the names, rag scores by them.
+METRIC_NAMES: tuple[str, ...] = ("squad", "hotpotqa", "musique")
+DEFAULT_METRIC = "squad"
+
 
 @dataclass(frozen=True)
 class Question:
@@ -19,8 +25,8 @@ class Question:
         corpus: Name of the corpus retrieval runs over, or None (closed-book only).
         gold_passages: Ids of the corpus passages known to support the answer.
         aliases: Other accepted answers (short answer only).
-        metric: The answer metric that grades a short answer, a key of
-            ``evalq.rag.scoring.METRICS``: "squad" (the default), "hotpotqa" or "musique",
+        metric: The answer metric that grades a short answer, one of
+            ``METRIC_NAMES``: "squad" (the default), "hotpotqa" or "musique",
             each its dataset's official evaluation. Multiple choice ignores it (options are
             graded by ``parse_option``).
         invalid: Why the row cannot be evaluated, or None for a valid row. Invalid rows
@@ -35,7 +41,7 @@ class Question:
     corpus: str | None = None
     gold_passages: tuple[str, ...] = field(default_factory=tuple)
     aliases: tuple[str, ...] = field(default_factory=tuple)
-    metric: str = "squad"
+    metric: str = DEFAULT_METRIC
     invalid: str | None = None
 
     @property

@@ -164,10 +164,9 @@ METRICS: dict[str, AnswerMetric] = {
         ),
     )
 }
-"""The answer metrics by name. HotpotQA's script scores one gold answer; with aliases, the
-best over them is taken, as the other two scripts do."""
-
-DEFAULT_METRIC = "squad"
+"""The answer metrics by name (the names questions may carry are
+``evalq.data.question.METRIC_NAMES``; a test holds the two equal). HotpotQA's script scores one
+gold answer; with aliases, the best over them is taken, as the other two scripts do."""
 
 
 def answer_metric(name: str) -> AnswerMetric:

@@ -4,12 +4,18 @@ import json
 from pathlib import Path
 
 from evalq.data import hotpotqa, jsonl, musique, oran, squad
-from evalq.data.question import Question
-from evalq.rag.scoring import DEFAULT_METRIC, METRICS
+from evalq.data.question import DEFAULT_METRIC, METRIC_NAMES, Question
+from evalq.rag.scoring import METRICS
 
 
 def test_question_defaults_to_the_squad_metric() -> None:
     assert Question(id="q", text="t", gold="g").metric == DEFAULT_METRIC == "squad"
+
+
+def test_the_metric_names_data_accepts_are_the_metrics_rag_scores() -> None:
+    assert set(METRIC_NAMES) == set(METRICS)
+    assert len(METRIC_NAMES) == len(set(METRIC_NAMES))
+    assert DEFAULT_METRIC in METRIC_NAMES
 
 
 def test_shipped_datasets_carry_their_official_metric() -> None:

@@ -2,8 +2,8 @@
 
 import pytest
 
+from evalq.data.question import DEFAULT_METRIC
 from evalq.rag.scoring import (
-    DEFAULT_METRIC,
     METRICS,
     answer_metric,
     normalize_answer,

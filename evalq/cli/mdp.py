@@ -348,10 +348,15 @@ def calibrate_command(
     with store.session() as s:
         run = queries.get_run(s, run_id)
         status = run.status
-        result = calibrate_run(s, run, confidence, p_s_from)
+        result = calibrate_run(queries.run_traces(s, run), confidence, p_s_from)
         if save_as is not None:
             queries.save_param_set(
-                s, save_as, result.calibrated.to_json(), base_preset(run), run.id, replace=replace
+                s,
+                save_as,
+                result.calibrated.to_json(),
+                base_preset(run.config),
+                run.id,
+                replace=replace,
             )
     if as_json:
         click.echo(json.dumps({**_calibration_json(result, status), "saved_as": save_as}, indent=2))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -15,6 +16,7 @@ from sqlalchemy.orm import Session
 from evalq.db.base import Base, utcnow
 from evalq.db.models import Episode, MDPParamSet, Run, Shard, Step
 from evalq.errors import UserError
+from evalq.rag.calibrate import CLOSED_BOOK_STRATEGY, MDP_STRATEGY, EpisodeTrace, RunTraces
 from evalq.rag.episode import EpisodeResult
 
 EpisodeKey = tuple[str, str, int]
@@ -576,3 +578,51 @@ def retrieve_step_rows(session: Session, run_id: int) -> list[RetrieveStepRow]:
         )
         for r in session.execute(query)
     ]
+
+
+def load_traces(session: Session, run_id: int, strategy: str) -> list[EpisodeTrace]:
+    """The finished (status ok) episodes of one strategy of a run, with their steps."""
+    episodes = session.execute(
+        select(Episode.id, Episode.question_id, Episode.correct).where(
+            Episode.run_id == run_id, Episode.strategy == strategy, Episode.status == "ok"
+        )
+    ).all()
+    steps: defaultdict[int, list[tuple[str, bool | None, float | None]]] = defaultdict(list)
+    ids = [row.id for row in episodes]
+    # Chunked: SQLite caps the number of bound parameters in one IN list.
+    for start in range(0, len(ids), 500):
+        chunk = ids[start : start + 500]
+        for episode_id, action, success, judgement in session.execute(
+            select(Step.episode_id, Step.action, Step.success, Step.judgement)
+            .where(Step.episode_id.in_(chunk))
+            .order_by(Step.episode_id, Step.index)
+        ):
+            steps[episode_id].append((action, success, judgement))
+    return [
+        EpisodeTrace(
+            question_id=row.question_id,
+            correct=bool(row.correct),
+            retrieves=tuple(bool(s) for a, s, _ in steps[row.id] if a == "retrieve"),
+            reasons=sum(1 for a, _, _ in steps[row.id] if a == "reason"),
+            judgements=tuple(
+                float(j) for a, _, j in steps[row.id] if a == "retrieve" and j is not None
+            ),
+        )
+        for row in episodes
+    ]
+
+
+def run_traces(session: Session, run: Run) -> RunTraces:
+    """What calibration reads of a run: its config and its MDP and closed-book traces."""
+    strategies = tuple(run.strategies)
+    return RunTraces(
+        run_id=run.id,
+        strategies=strategies,
+        config=dict(run.config),
+        mdp=load_traces(session, run.id, MDP_STRATEGY) if MDP_STRATEGY in strategies else [],
+        closed_book=(
+            load_traces(session, run.id, CLOSED_BOOK_STRATEGY)
+            if CLOSED_BOOK_STRATEGY in strategies
+            else []
+        ),
+    )

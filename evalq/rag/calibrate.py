@@ -24,16 +24,13 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 from scipy import stats
-from sqlalchemy import select
-from sqlalchemy.orm import Session
 
-from evalq.db.models import Episode, Run, Step
 from evalq.errors import UserError
 from evalq.rag.mdp_solver import PRESETS, MDPParams, MDPSolution, solve
 
@@ -67,6 +64,25 @@ class EpisodeTrace:
     def successful_retrieves(self) -> int:
         """Retrieve steps that succeeded (each moved U by delta_r)."""
         return sum(self.retrieves)
+
+
+@dataclass(frozen=True)
+class RunTraces:
+    """What calibration reads of one run (``evalq.db.queries.run_traces`` loads it).
+
+    Attributes:
+        run_id: The run.
+        strategies: The run's strategy specs.
+        config: The run's stored config (its ``mdp`` entry holds the parameters).
+        mdp: The finished ``mdp`` episodes.
+        closed_book: The finished ``fixed:k=0`` episodes (empty if the run has none).
+    """
+
+    run_id: int
+    strategies: tuple[str, ...]
+    config: Mapping[str, Any]
+    mdp: list[EpisodeTrace] = field(default_factory=list)
+    closed_book: list[EpisodeTrace] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -350,41 +366,9 @@ def recalibrate(
     return params.with_overrides(**overrides), notes
 
 
-def load_traces(session: Session, run_id: int, strategy: str) -> list[EpisodeTrace]:
-    """The finished (status ok) episodes of one strategy of a run, with their steps."""
-    episodes = session.execute(
-        select(Episode.id, Episode.question_id, Episode.correct).where(
-            Episode.run_id == run_id, Episode.strategy == strategy, Episode.status == "ok"
-        )
-    ).all()
-    steps: defaultdict[int, list[tuple[str, bool | None, float | None]]] = defaultdict(list)
-    ids = [row.id for row in episodes]
-    # Chunked: SQLite caps the number of bound parameters in one IN list.
-    for start in range(0, len(ids), 500):
-        chunk = ids[start : start + 500]
-        for episode_id, action, success, judgement in session.execute(
-            select(Step.episode_id, Step.action, Step.success, Step.judgement)
-            .where(Step.episode_id.in_(chunk))
-            .order_by(Step.episode_id, Step.index)
-        ):
-            steps[episode_id].append((action, success, judgement))
-    return [
-        EpisodeTrace(
-            question_id=row.question_id,
-            correct=bool(row.correct),
-            retrieves=tuple(bool(s) for a, s, _ in steps[row.id] if a == "retrieve"),
-            reasons=sum(1 for a, _, _ in steps[row.id] if a == "reason"),
-            judgements=tuple(
-                float(j) for a, _, j in steps[row.id] if a == "retrieve" and j is not None
-            ),
-        )
-        for row in episodes
-    ]
-
-
-def run_params(run: Run) -> tuple[MDPParams, tuple[float, float]]:
-    """A run's MDP parameters and stored thresholds, as the worker rebuilt them."""
-    stored = dict(run.config.get("mdp", {}))
+def run_params(config: Mapping[str, Any]) -> tuple[MDPParams, tuple[float, float]]:
+    """A run's MDP parameters and stored thresholds, from its config, as the worker built them."""
+    stored = dict(config.get("mdp", {}))
     known = MDPParams.__dataclass_fields__
     preset = PRESETS.get(str(stored.get("preset", "base")), PRESETS["base"])
     params = preset.with_overrides(**{k: v for k, v in stored.items() if k in known})
@@ -395,20 +379,17 @@ def run_params(run: Run) -> tuple[MDPParams, tuple[float, float]]:
     return params, before
 
 
-def base_preset(run: Run) -> str:
-    """The built-in preset a run's parameters were built on (``base`` if it names none)."""
-    name = str(run.config.get("mdp", {}).get("preset", "base"))
+def base_preset(config: Mapping[str, Any]) -> str:
+    """The built-in preset a run's parameters (its config) were built on (``base`` if none)."""
+    name = str(config.get("mdp", {}).get("preset", "base"))
     return name if name in PRESETS else "base"
 
 
-def calibrate_run(
-    session: Session, run: Run, confidence: float = 0.95, p_s_from: str = "rate"
-) -> Calibration:
+def calibrate_run(run: RunTraces, confidence: float = 0.95, p_s_from: str = "rate") -> Calibration:
     """Estimate p_s and the per-step lifts from a run, and re-solve the MDP with them.
 
     Args:
-        session: An open session.
-        run: The run to calibrate from.
+        run: The run to calibrate from: its config and episode traces.
         confidence: Level of every interval.
         p_s_from: ``rate`` (the success fraction of retrieve steps) or ``judgement`` (the
             mean judged P(yes)) becomes the calibrated p_s.
@@ -423,24 +404,20 @@ def calibrate_run(
         raise UserError(f"--p-s-from must be one of {', '.join(P_S_SOURCES)}, got {p_s_from!r}")
     if MDP_STRATEGY not in run.strategies:
         raise UserError(
-            f"run {run.id} has no mdp strategy ({', '.join(run.strategies)}); "
+            f"run {run.run_id} has no mdp strategy ({', '.join(run.strategies)}); "
             "calibration needs MDP steps"
         )
-    mdp_traces = load_traces(session, run.id, MDP_STRATEGY)
+    mdp_traces = run.mdp
     if not mdp_traces:
-        raise UserError(f"run {run.id} has no finished mdp episode yet")
-    anchors = (
-        load_traces(session, run.id, CLOSED_BOOK_STRATEGY)
-        if CLOSED_BOOK_STRATEGY in run.strategies
-        else []
-    )
+        raise UserError(f"run {run.run_id} has no finished mdp episode yet")
+    anchors = run.closed_book
     p_s, by_position = estimate_p_s(mdp_traces, confidence)
     judgement = estimate_judgement(mdp_traces, confidence)
     intercept, retrieve_lift, reason_lift = estimate_lifts([*mdp_traces, *anchors], confidence)
-    params, before = run_params(run)
+    params, before = run_params(run.config)
     calibrated, notes = recalibrate(params, p_s, retrieve_lift, reason_lift, judgement, p_s_from)
     return Calibration(
-        run_id=run.id,
+        run_id=run.run_id,
         confidence=confidence,
         mdp_episodes=len(mdp_traces),
         closed_book_episodes=len(anchors),

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from evalq.config import EngineSettings
+from evalq.models.async_engine import LoopThread, MicroBatcher
 from evalq.models.base import ChatMessage, Generation, GenerationRequest
 from evalq.models.vllm import (
     ChatRenderer,
@@ -31,7 +32,6 @@ from evalq.models.vllm import (
     max_num_seqs,
     sampling_params,
 )
-from evalq.rag.async_runner import LoopThread, MicroBatcher
 
 log = logging.getLogger(__name__)
 

@@ -11,9 +11,10 @@ from typing import Any
 from evalq.config import EngineSettings, Settings
 from evalq.db.session import mask_url, open_store
 from evalq.errors import UserError
+from evalq.models.async_engine import AsyncEngine
 from evalq.models.base import Engine
 from evalq.models.registry import load_engine
-from evalq.rag.async_runner import AsyncDriver, AsyncEngine
+from evalq.rag.async_runner import AsyncDriver
 from evalq.rag.runner import Driver, run_episodes
 from evalq.scheduler.submit import reconcile_on_start
 from evalq.worker.app import RUN_SHARD, make_app, queue_for

@@ -14,8 +14,8 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
 from evalq.errors import UserError
+from evalq.models.async_engine import AsyncEngine
 from evalq.models.base import Engine, Generation, GenerationRequest
-from evalq.rag.async_runner import AsyncEngine
 from evalq.rag.episode import EpisodeResult
 from evalq.rag.runner import Driver, PendingEpisode, Retrievers
 

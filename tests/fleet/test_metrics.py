@@ -16,8 +16,8 @@ from support import REPO, Worker, episode_count, free_port, wait_for_run
 
 from evalq.cli.main import cli
 from evalq.errors import UserError
+from evalq.models.async_engine import AsyncEngine, LoopThread
 from evalq.models.base import Engine, Generation, GenerationRequest
-from evalq.rag.async_runner import AsyncEngine, LoopThread
 from evalq.rag.episode import EpisodeResult, StepRecord
 from evalq.rag.runner import PendingEpisode, Retrievers
 from evalq.worker.metrics import meter_engine, observe_driver, start_metrics_server

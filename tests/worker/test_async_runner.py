@@ -16,14 +16,9 @@ from support import Worker, wait_for_run
 from evalq.cli.main import cli
 from evalq.db.models import Episode
 from evalq.db.session import open_store
+from evalq.models.async_engine import AsyncEngine, LoopThread, MicroBatcher
 from evalq.models.base import Generation, GenerationRequest
-from evalq.rag.async_runner import (
-    SLOT_WAIT_S,
-    AsyncDriver,
-    AsyncEngine,
-    LoopThread,
-    MicroBatcher,
-)
+from evalq.rag.async_runner import SLOT_WAIT_S, AsyncDriver
 from evalq.rag.episode import EpisodeGenerator, EpisodeResult, RetrievalRequest, Retrieved
 from evalq.rag.retrievers import Hit
 from evalq.rag.runner import PendingEpisode, run_episodes

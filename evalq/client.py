@@ -15,12 +15,13 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from evalq.broker import GENERATE_CHUNK, enqueue
 from evalq.config import Settings
 from evalq.db import generate as gen
 from evalq.db.session import Store, mask_url, open_store
 from evalq.errors import UserError
 from evalq.models.base import GenerationRequest
-from evalq.worker.generate import SAMPLING_KEYS, enqueue_chunks
+from evalq.worker.generate import SAMPLING_KEYS
 
 # A prompt: plain text (sent as one user message) or chat messages.
 Prompt = str | Sequence[Mapping[str, str]]
@@ -167,7 +168,7 @@ class Client:
         The job and its chunks are written in one transaction; if enqueueing then fails
         the job is deleted again, so a failed submit leaves nothing half-made.
         """
-        from evalq.scheduler.submit import check_broker
+        from evalq.broker import check_broker
 
         chosen = model or self.model
         if not chosen:
@@ -185,7 +186,7 @@ class Client:
                 name=name,
             )
         try:
-            enqueue_chunks(self.settings, chosen, chunk_ids)
+            enqueue(self.settings, GENERATE_CHUNK, chosen, chunk_ids)
         except Exception as exc:
             with self.store.session() as s:
                 gen.delete_job(s, job_id)
@@ -257,19 +258,19 @@ class Client:
         with self.store.session() as s:
             chunk_ids = gen.abandoned_chunks(s, job_id)
         if chunk_ids:
-            enqueue_chunks(self.settings, model, chunk_ids)
+            enqueue(self.settings, GENERATE_CHUNK, model, chunk_ids)
 
     def resume(self, job_id: int) -> int:
         """Re-enqueue every unfinished chunk of a job (failed ones too); returns how many.
 
         Chunks alive in a worker's hands are left to it; stored outputs are never redone.
         """
-        from evalq.scheduler.submit import check_broker
+        from evalq.broker import check_broker
 
         check_broker(self.settings.broker_url)
         with self.store.session() as s:
             model = gen.get_job(s, job_id).model
             chunk_ids = gen.reopen_chunks(s, job_id)
         if chunk_ids:
-            enqueue_chunks(self.settings, model, chunk_ids)
+            enqueue(self.settings, GENERATE_CHUNK, model, chunk_ids)
         return len(chunk_ids)

@@ -16,13 +16,14 @@ import click
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from evalq.broker import check_broker
 from evalq.config import Settings, evalq_home
 from evalq.db import queries
 from evalq.db.session import mask_url, open_store
 from evalq.errors import UserError
 from evalq.models.registry import RANDOM_WARNING, TINY_MODEL, resolve_model
 from evalq.models.store import DEFAULT_MODEL, DEFAULT_MODEL_SOURCE, add_model, stored_model_dir
-from evalq.scheduler.submit import RunRequest, check_broker, submit
+from evalq.scheduler.submit import RunRequest, submit
 
 WORKER_START_TIMEOUT_S = 600
 # Closed book, fixed top-3 and the adaptive MDP: the comparison evalq exists for.

@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import redis
 
 import evalq
+from evalq.broker import RUN_SHARD, check_broker, enqueue
 from evalq.config import Settings
 from evalq.data.question import Question
 from evalq.data.registry import check_corpus_exists, load_questions
@@ -26,7 +26,6 @@ from evalq.rag.retrieval import check_retriever
 from evalq.rag.strategies import GenerationConfig, parse_strategy
 from evalq.rag.strategies.fixed import FixedK
 from evalq.scheduler.defaults import RUN_DEFAULTS
-from evalq.worker.app import RUN_SHARD, make_app, queue_for
 
 log = logging.getLogger(__name__)
 
@@ -113,24 +112,6 @@ def sample_questions(questions: Sequence[Question], n: int, seed: int) -> list[Q
 def plan_shards(question_ids: Sequence[str], shard_size: int) -> list[list[str]]:
     """Consecutive slices of ``shard_size`` question ids."""
     return [list(question_ids[i : i + shard_size]) for i in range(0, len(question_ids), shard_size)]
-
-
-def check_broker(broker_url: str) -> None:
-    """Fail fast, with one line, when the broker does not answer."""
-    try:
-        app = make_app(Settings(broker_url=broker_url))
-        # Bounded reads too: a TLS handshake with a plain server (rediss:// to redis) waits
-        # for bytes that never come.
-        app.conf.broker_transport_options = {
-            **app.conf.broker_transport_options,
-            "socket_timeout": 5,
-            "socket_connect_timeout": 5,
-        }
-        with app.connection_for_write() as conn:
-            conn.ensure_connection(max_retries=1, interval_start=0, interval_step=0, timeout=5)
-            conn.default_channel.client.ping()
-    except Exception as exc:
-        raise UserError(f"broker {mask_url(broker_url)} is unreachable: {exc}") from exc
 
 
 def code_version() -> str:
@@ -233,45 +214,13 @@ def submit(settings: Settings, req: RunRequest) -> int:
         run_id = run.id
         shard_ids = [sh.id for sh in run.shards]
     try:
-        enqueue(settings, req.model, shard_ids)
+        enqueue(settings, RUN_SHARD, req.model, shard_ids)
     except Exception as exc:
         with store.session() as s:
             queries.delete_run(s, run_id)
         raise UserError(f"could not enqueue run on {mask_url(settings.broker_url)}: {exc}") from exc
     log.info("run %d: %d questions in %d shards", run_id, req.n, len(shard_ids))
     return run_id
-
-
-# A key per queue that lives only in the broker: absent, the broker has lost everything it
-# held (restarted without persistence, flushed, replaced) since work was last enqueued.
-BROKER_MARK = "evalq:broker-mark:"
-
-
-def enqueue(settings: Settings, model: str, shard_ids: Sequence[int]) -> None:
-    """One Celery message per shard on the model's queue, over one connection."""
-    app = make_app(settings)
-    queue = queue_for(model)
-    with app.connection_for_write() as conn, app.producer_or_acquire() as producer:
-        conn.ensure_connection(max_retries=1)
-        for shard_id in shard_ids:
-            app.send_task(RUN_SHARD, args=[shard_id], queue=queue, producer=producer, retry=False)
-    _mark_broker(settings.broker_url, queue)
-
-
-def _redis(broker_url: str) -> redis.Redis | None:
-    """A client for a Redis broker; None for any other kind of broker."""
-    if not broker_url.startswith(("redis://", "rediss://", "unix://")):
-        return None
-    return redis.Redis.from_url(broker_url, socket_timeout=10)
-
-
-def _mark_broker(broker_url: str, queue: str) -> bool:
-    """Set the queue's broker mark; True when it was absent (the broker lost its work)."""
-    client = _redis(broker_url)
-    if client is None:
-        return False
-    with client:
-        return bool(client.set(BROKER_MARK + queue, "1", nx=True))
 
 
 def resume(settings: Settings, run_id: int) -> int:
@@ -287,39 +236,5 @@ def resume(settings: Settings, run_id: int) -> int:
         run = queries.get_run(s, run_id)
         shard_ids = [sh.id for sh in queries.reopen_shards(s, run)]
         model = run.model
-    enqueue(settings, model, shard_ids)
+    enqueue(settings, RUN_SHARD, model, shard_ids)
     return len(shard_ids)
-
-
-def reconcile(settings: Settings, *, queue: str, node: str) -> int:
-    """At worker start: re-enqueue on ``queue`` what the broker no longer carries.
-
-    Two cases, both decided by the database. When the broker mark is gone, the broker lost
-    its queues, so every queued or running shard of an active run on this queue goes back.
-    Otherwise only the shards still "running" for this very node are re-enqueued: a
-    worker starting under a name has no shard running yet, so those were left by its
-    previous life (a crash, a kill). Anything else that died waits for the visibility
-    timeout or ``evalq resume``. Returns the number of shards enqueued.
-    """
-    lost = _mark_broker(settings.broker_url, queue)
-    store = open_store(settings.database_url)
-    by_model: dict[str, list[int]] = {}
-    with store.session() as s:
-        for shard in queries.orphaned_shards(s, queue_for, queue, None if lost else node):
-            by_model.setdefault(shard.run.model, []).append(shard.id)
-    for model, shard_ids in by_model.items():
-        enqueue(settings, model, shard_ids)
-    n = sum(len(ids) for ids in by_model.values())
-    if n:
-        why = "the broker lost its queues" if lost else f"left running by {node}"
-        log.warning("reconcile: %d shards re-enqueued on %s (%s)", n, queue, why)
-    return n
-
-
-def reconcile_on_start(settings: Settings, queue: str, node: str) -> None:
-    """``reconcile`` for a starting worker: a failure is logged, never stops the worker."""
-    try:
-        reconcile(settings, queue=queue, node=node)
-    except Exception as exc:  # the worker still serves; resume covers what this missed
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        log.warning("reconcile on start skipped (%s); `evalq resume RUN` re-enqueues", reason)

@@ -1,4 +1,4 @@
-"""Plain batch generation on a worker: the ``evalq.generate_chunk`` task and its sender.
+"""Plain batch generation on a worker: the ``evalq.generate_chunk`` task.
 
 A chunk's prompts go to the worker's one engine as one batch. The chunk is claimed in the
 database first and kept alive by a heartbeat while the engine works, so a chunk whose
@@ -17,15 +17,13 @@ from typing import Any
 
 from celery import Celery
 
-from evalq.config import Settings
+from evalq.broker import GENERATE_CHUNK
 from evalq.db import generate as gen
 from evalq.db.session import Store
 from evalq.models.base import Engine, GenerationRequest
-from evalq.worker.app import make_app, queue_for
 
 log = logging.getLogger(__name__)
 
-GENERATE_CHUNK = "evalq.generate_chunk"
 # Sampling keys a prompt may carry: the fields of GenerationRequest besides its messages.
 SAMPLING_KEYS = ("max_tokens", "temperature", "top_p", "seed", "ignore_eos")
 
@@ -113,15 +111,3 @@ def register_generate_task(app: Celery, store: Store, engine: Engine, node: str)
     @app.task(name=GENERATE_CHUNK)  # type: ignore[untyped-decorator]
     def generate_chunk(chunk_id: int) -> dict[str, Any]:
         return asdict(generator.run(int(chunk_id)))
-
-
-def enqueue_chunks(settings: Settings, model: str, chunk_ids: Sequence[int]) -> None:
-    """One Celery message per chunk on the model's queue, over one connection."""
-    app = make_app(settings)
-    queue = queue_for(model)
-    with app.connection_for_write() as conn, app.producer_or_acquire() as producer:
-        conn.ensure_connection(max_retries=1)
-        for chunk_id in chunk_ids:
-            app.send_task(
-                GENERATE_CHUNK, args=[chunk_id], queue=queue, producer=producer, retry=False
-            )

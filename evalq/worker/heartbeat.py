@@ -20,9 +20,9 @@ from celery import Celery
 from celery.signals import task_postrun, task_prerun, worker_ready, worker_shutting_down
 from sqlalchemy.exc import SQLAlchemyError
 
+from evalq.broker import RUN_SHARD
 from evalq.db.session import Store
 from evalq.db.workers import Beat, record_heartbeat
-from evalq.worker.app import RUN_SHARD
 
 log = logging.getLogger(__name__)
 

@@ -8,6 +8,7 @@ import socket
 from dataclasses import asdict
 from typing import Any
 
+from evalq.broker import RUN_SHARD, make_app, queue_for, reconcile_on_start
 from evalq.config import EngineSettings, Settings
 from evalq.db.session import mask_url, open_store
 from evalq.errors import UserError
@@ -16,8 +17,6 @@ from evalq.models.base import Engine
 from evalq.models.registry import load_engine
 from evalq.rag.async_runner import AsyncDriver
 from evalq.rag.runner import Driver, run_episodes
-from evalq.scheduler.submit import reconcile_on_start
-from evalq.worker.app import RUN_SHARD, make_app, queue_for
 from evalq.worker.generate import register_generate_task
 from evalq.worker.heartbeat import DEFAULT_INTERVAL_S, start_heartbeat
 from evalq.worker.metrics import meter_engine, observe_driver, start_metrics_server

@@ -14,9 +14,9 @@ import redis
 from sqlalchemy import func, select
 from support import RedisServer, Worker, wait_for_run
 
+from evalq.broker import queue_for
 from evalq.db.models import Shard
 from evalq.db.session import open_store
-from evalq.worker.app import queue_for
 from faults.faultkit import MODEL, Figure, checked, evalq, start_worker, submit
 
 ENV = {"EVALQ_TEST_DELAY": "0.08"}

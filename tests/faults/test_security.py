@@ -14,11 +14,11 @@ from sqlalchemy import select
 from sqlalchemy.engine import make_url
 from support import RedisServer, free_port, wait_for_run
 
+from evalq.broker import RUN_SHARD, make_app, queue_for
 from evalq.cli.main import cli
 from evalq.config import Settings
 from evalq.db.models import Run, Shard
 from evalq.db.session import open_store
-from evalq.worker.app import RUN_SHARD, make_app, queue_for
 from faults.faultkit import MODEL, Figure, checked, evalq, start_worker, submit
 
 REDIS_SECRET = "redis-Secret-4x9"

@@ -116,7 +116,8 @@ def fleet(
     if model is None or gpus is None:
         raise click.UsageError("`evalq fleet` needs --model and --gpus")
     settings: Settings = ctx.obj
-    from evalq.worker.fleet import Fleet, WorkerSpec, gpu_groups, parse_gpus
+    from evalq.fleet.gpus import gpu_groups, parse_gpus
+    from evalq.fleet.supervisor import Fleet, WorkerSpec
 
     ids = parse_gpus(gpus)
     tp = tensor_parallel_for(mode, ids, model, options, tensor_parallel_size)

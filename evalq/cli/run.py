@@ -21,6 +21,7 @@ from evalq.db.models import Run
 from evalq.db.queries import StrategyProgress, StrategyResult
 from evalq.db.session import open_store
 from evalq.errors import UserError
+from evalq.fleet.gpus import GPU_MODES, gpu_request
 from evalq.rag.strategies import GenerationConfig
 from evalq.scheduler.defaults import RUN_DEFAULTS
 from evalq.scheduler.submit import RunRequest, resume, submit
@@ -100,6 +101,9 @@ from evalq.scheduler.submit import RunRequest, resume, submit
     show_default=True,
     help="dense needs the 'dense' extra.",
 )
+# The seed's GPU flags, as rewritten by evalq.cli.seed_flags.
+@click.option("--gpu-mode", "gpu_mode", type=click.Choice(list(GPU_MODES)), hidden=True)
+@click.option("--gpu-ids", "gpu_ids", hidden=True)
 @click.pass_obj
 def submit_cmd(
     settings: Settings,
@@ -121,9 +125,15 @@ def submit_cmd(
     max_steps: int,
     corpus: str | None,
     retriever: str,
+    gpu_mode: str | None,
+    gpu_ids: str | None,
 ) -> int:
     """Sample questions, write the run and its shards, and enqueue them; returns the run id."""
     from evalq.data.registry import DATASETS
+
+    # Checked before submitting: a bad GPU request leaves no run behind.
+    asked = gpu_mode is not None or gpu_ids is not None
+    requested = gpu_request(model, gpu_mode, gpu_ids) if asked else None
 
     info = DATASETS.get(dataset)
     req = RunRequest(
@@ -145,9 +155,12 @@ def submit_cmd(
         max_steps=max_steps,
         corpus=corpus,
         retriever=retriever,
+        requested_gpus=requested,
     )
     run_id = submit(settings, req)
     click.echo(f"run {run_id}: {n} questions x {len(strategies)} strategies queued for {model}")
+    if requested is not None:
+        click.echo(f"workers choose their GPUs; to serve this request run: {requested['fleet']}")
     return run_id
 
 

@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 
 from evalq.errors import UserError
-from evalq.worker.fleet import gpu_groups, parse_gpus
+from evalq.fleet.gpus import gpu_groups, parse_gpus
 
 REDIS_IMAGE = "redis:7.4"
 POSTGRES_IMAGE = "postgres:16"
@@ -76,27 +76,6 @@ class ComposeSpec:
         return shlex.join([*argv, *self.worker_args])
 
 
-def parse_gpu_ranges(spec: str) -> list[str]:
-    """GPU ids from ``"0-7"``, ``"0,1,2,3"`` or ``"0-3,6"``, in order.
-
-    Raises:
-        UserError: a part is not an id or an ascending range, or an id repeats.
-    """
-    ids: list[str] = []
-    for part in (p.strip() for p in spec.split(",")):
-        first, dash, last = part.partition("-")
-        if dash:
-            if not (first.strip().isdigit() and last.strip().isdigit()):
-                raise UserError(f"--gpus {spec!r}: {part!r} is not a range like 0-7")
-            lo, hi = int(first), int(last)
-            if hi < lo:
-                raise UserError(f"--gpus {spec!r}: range {part!r} runs backwards")
-            ids += [str(i) for i in range(lo, hi + 1)]
-        else:
-            ids.append(part)
-    return parse_gpus(",".join(ids))
-
-
 def compose_file(spec: ComposeSpec) -> dict[str, Any]:
     """The compose file as a dict: shared services (unless workers-only), then the workers.
 
@@ -105,7 +84,7 @@ def compose_file(spec: ComposeSpec) -> dict[str, Any]:
     """
     if spec.workers_only and not (spec.broker_url and spec.database_url):
         raise UserError("--workers-only needs --broker-url and --database-url of the head host")
-    groups = gpu_groups(parse_gpu_ranges(spec.gpus), spec.tensor_parallel_size)
+    groups = gpu_groups(parse_gpus(spec.gpus), spec.tensor_parallel_size)
     services: dict[str, Any] = {} if spec.workers_only else shared_services()
     for i, group in enumerate(groups):
         name = "worker-gpu" + "-".join(group)

@@ -51,6 +51,9 @@ class RunRequest:
     # A shipped or user corpus for a dataset that ships none (jsonl:, oran-bench).
     corpus: str | None = None
     retriever: str = RUN_DEFAULTS.retriever
+    # The GPUs asked for (``evalq.fleet.gpus.gpu_request``), stored for the record only:
+    # workers choose their GPUs.
+    requested_gpus: dict[str, Any] | None = None
 
 
 def mdp_params(req: RunRequest, preset: MDPParams | None = None) -> MDPParams:
@@ -205,6 +208,7 @@ def submit(settings: Settings, req: RunRequest) -> int:
                     "mdp": mdp,
                     "corpus": req.corpus,
                     "retriever": req.retriever,
+                    **({"requested_gpus": req.requested_gpus} if req.requested_gpus else {}),
                 },
                 code_version=code_version(),
                 status="queued",

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,7 @@ from evalq.data.registry import DATASETS
 from evalq.db import queries
 from evalq.db.session import open_store
 from evalq.errors import UserError
+from evalq.fleet.gpus import GPU_MODES, gpu_request
 from evalq.rag.strategies import GenerationConfig
 from evalq.scheduler.defaults import RUN_DEFAULTS
 from evalq.scheduler.submit import RunRequest, submit
@@ -134,8 +135,6 @@ def _normalise(where: str, raw: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _gpus(where: str, raw: Any) -> GpuRequest:
-    from evalq.cli.seed_flags import GPU_MODES
-
     if not isinstance(raw, Mapping) or set(raw) - {"mode", "ids"}:
         raise UserError(f"{where}: gpus must be {{mode: ..., ids: [0, 1, ...]}}")
     mode = str(raw.get("mode", "auto"))
@@ -246,22 +245,19 @@ def load_suite(path: Path, overrides: Mapping[str, Any] | None = None) -> Suite:
 
 def submit_suite(settings: Settings, suite: Suite) -> list[int]:
     """Submit every run of the suite, in order; returns their ids."""
-    from evalq.cli.seed_flags import record_requested_gpus
-
     ids = []
     for run in suite.runs:
-        run_id = submit(settings, run.request)
+        request = run.request
         if run.gpus is not None:
             gpu_ids = ",".join(str(i) for i in run.gpus.ids)
-            record_requested_gpus(settings, run_id, run.gpus.mode, gpu_ids)
-        ids.append(run_id)
+            gpus = gpu_request(request.model, run.gpus.mode, gpu_ids)
+            request = replace(request, requested_gpus=gpus)
+        ids.append(submit(settings, request))
     return ids
 
 
 def fleet_commands(suite: Suite) -> list[list[str]]:
     """One ``evalq fleet`` command per model, on the GPUs its runs ask for (GPU 0 if none)."""
-    from evalq.cli.seed_flags import GPU_MODES
-
     by_model: dict[str, GpuRequest] = {}
     for run in suite.runs:
         if run.gpus is not None and run.request.model not in by_model:

@@ -32,48 +32,6 @@ USER_ERROR_EXIT = 2
 _PR_SET_PDEATHSIG = 1
 
 
-def parse_gpus(gpus: str) -> list[str]:
-    """GPU ids from ``"0,1,2,3"``, ``"0-7"`` or ``"0-3,6"``, in order, without repeats.
-
-    Raises:
-        UserError: a part is not an id or an ascending range, or an id repeats.
-    """
-    ids: list[str] = []
-    for part in (p.strip() for p in gpus.split(",")):
-        first, dash, last = part.partition("-")
-        if dash and first.strip().isdigit() and last.strip().isdigit():
-            lo, hi = int(first), int(last)
-            if hi < lo:
-                raise UserError(f"--gpus {gpus!r}: range {part!r} runs backwards")
-            ids += [str(i) for i in range(lo, hi + 1)]
-        elif part.isdigit():
-            ids.append(part)
-        elif part:
-            raise UserError(f"--gpus {gpus!r}: {part!r} is neither a GPU id nor a range like 0-7")
-    if not ids:
-        raise UserError(f"--gpus {gpus!r}: expected GPU ids like 0,1,2,3 or 0-7")
-    if len(set(ids)) != len(ids):
-        raise UserError(f"--gpus {gpus!r} names a GPU twice")
-    return ids
-
-
-def gpu_groups(gpus: Sequence[str], tensor_parallel_size: int) -> list[list[str]]:
-    """Consecutive groups of ``tensor_parallel_size`` GPUs, one worker each.
-
-    Raises:
-        UserError: the GPUs do not split into whole groups.
-    """
-    if tensor_parallel_size < 1:
-        raise UserError(f"--tensor-parallel-size must be at least 1, got {tensor_parallel_size}")
-    if len(gpus) % tensor_parallel_size:
-        raise UserError(
-            f"{len(gpus)} GPUs do not split into groups of {tensor_parallel_size} "
-            "(--tensor-parallel-size must divide the number of --gpus)"
-        )
-    step = tensor_parallel_size
-    return [list(gpus[i : i + step]) for i in range(0, len(gpus), step)]
-
-
 @dataclass
 class WorkerSpec:
     """How to start one worker of the fleet."""

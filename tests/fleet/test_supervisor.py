@@ -22,8 +22,8 @@ from evalq.cli.main import cli
 from evalq.db.models import Shard
 from evalq.db.session import open_store
 from evalq.errors import UserError
+from evalq.fleet.gpus import gpu_groups, parse_gpus
 from evalq.models.sizing import ModelSize, choose_tensor_parallel, count_parameters, model_size
-from evalq.worker.fleet import gpu_groups, parse_gpus
 
 GIB = 1024**3
 # Qwen2.5-7B-Instruct's shapes (bench/gpu/mkmodel.py writes the same config).

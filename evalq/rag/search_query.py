@@ -43,7 +43,7 @@ _CHAT = re.compile(
     r"\b(?:delightful|one or two sentences|still missing|still needed|search (?:engine )?query|"
     r"keywords? only|i (?:am|can|will|would|think)|i'm|i'd|let me|here is|here's|"
     r"you (?:can|could|should|might)|happy to|sorry|as an ai|reply with|the passages?|"
-    r"the notes?|no_info)\b",
+    r"the notes?|the answer|the question|no_info)\b",
     re.IGNORECASE,
 )
 # A list bullet or number before the query ("1. ", "- ").
@@ -115,6 +115,12 @@ def _restates(query: str, question: str) -> bool:
     return bool(q) and len(q - set(content_words(question))) <= 1 and len(q) > 6
 
 
+# Words of the note prompt that a small model echoes into its note; never search words.
+_NOTE_PROMPT = """sentence sentences state facts fact passage passages help helps answer
+question note notes information names numbers"""
+_PROMPT_WORDS = frozenset(_NOTE_PROMPT.split())
+
+
 def note_fallback(question: str, note: str) -> str | None:
     """The question plus the words of ``note`` that it lacks (``None`` if it lacks none).
 
@@ -122,7 +128,8 @@ def note_fallback(question: str, note: str) -> str | None:
     produced by X"): those words steer the next search to what the question leads to.
     """
     asked = set(content_words(question))
-    new = [w for w in content_words(note) if w not in asked][:NOTE_WORDS]
+    new = [w for w in content_words(note) if w not in asked and w not in _PROMPT_WORDS]
+    new = new[:NOTE_WORDS]
     return f"{question} {' '.join(new)}" if new else None
 
 

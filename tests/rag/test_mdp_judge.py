@@ -143,7 +143,7 @@ def test_a_repeated_query_falls_back_to_the_latest_note() -> None:
     )
     queries = [r.query for r in searched]
     assert queries[1] == "museum founder city"
-    assert queries[2] == f"{QUESTION.text} note 1 paris", "the note's words the question lacks"
+    assert queries[2] == f"{QUESTION.text} 1 paris", "the note's words the question lacks"
     assert len({frozenset(q.lower().split()) for q in queries}) == 3
     assert [s.query for s in result.steps[:3]] == queries
 

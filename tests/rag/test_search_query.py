@@ -31,6 +31,7 @@ def test_chatter_is_cleaned_off(reply: str, query: str) -> None:
         "What a delightful question! In one or two sentences, the museum was founded...",
         "What is still missing: the city of the museum.",
         "I think the answer is London.",
+        "The answer to the question is",
         "The passages do not say where the museum is.",
         "",
         "   \n  ",
@@ -39,6 +40,11 @@ def test_chatter_is_cleaned_off(reply: str, query: str) -> None:
 )
 def test_chat_is_rejected(reply: str) -> None:
     assert clean_query(reply, QUESTION) is None
+
+
+def test_the_note_fallback_skips_words_the_note_echoed_from_its_prompt() -> None:
+    note = "In two sentences, state the facts: the passage helps answer the question. Paris."
+    assert next_query(QUESTION, None, [note], [], [QUESTION]) == f"{QUESTION} two paris"
 
 
 def test_queries_compare_on_content_words() -> None:

@@ -121,7 +121,10 @@ def test_mdp_and_fixed_k_on_hotpotqa(service: tuple[str, str]) -> None:
     assert retrieves, "the early preset retrieves first"
     for step in retrieves:
         assert step.query and step.passage_ids and len(step.scores) == len(step.passage_ids)
-        assert step.text and step.prompt_tokens > 0 and step.completion_tokens > 0
+        assert step.prompt_tokens > 0 and step.completion_tokens > 0
+        # Judged in one token; only passages judged useful get a note.
+        assert step.judgement is not None and step.success == (step.judgement >= 0.5)
+        assert bool(step.text) == step.success
         gain = 0.25 if step.success else 0.0
         assert step.u_after == pytest.approx(min((step.u_before or 0.0) + gain, 1.0))
     reasons = [step for _, steps in stored for step in steps if step.action == "reason"]

@@ -79,11 +79,16 @@ def judged(r: GenerationRequest, p_first: float) -> Generation:
     return Generation(text, 10, 1, 0.0, choice_logprobs=logprobs)
 
 
+def instant_reply(r: GenerationRequest) -> Generation:
+    """``Answer: 1``; a choices request (an MDP judge) is a sure yes, so retrieves succeed."""
+    return judged(r, 0.9) if r.choices else Generation("Answer: 1", 10, 2, 0.0)
+
+
 class InstantEngine:
     """Returns at once: measures and tests everything around the model."""
 
     def generate(self, requests: Sequence[GenerationRequest]) -> list[Generation]:
-        return [Generation("Answer: 1", 10, 2, 0.0) for _ in requests]
+        return [instant_reply(r) for r in requests]
 
 
 class ShortContextEngine:
@@ -104,7 +109,7 @@ class ShortContextEngine:
         refused = context_error(tokens, r.max_tokens, self.context)
         if refused is not None:
             return Generation.refused(refused, tokens)
-        return Generation("Answer: 1", tokens, 2, 0.0)
+        return judged(r, 0.9) if r.choices else Generation("Answer: 1", tokens, 2, 0.0)
 
 
 def passage_engine(settings: EngineSettings) -> PassageEngine:
@@ -145,7 +150,7 @@ class FaultEngine:
         prompts = ["\n".join(m["content"] for m in r.messages) for r in requests]
         if self.exit_on and any(f"Question: {self.exit_on}" in p for p in prompts):
             os._exit(3)
-        out = [Generation("Answer: 1", 10, 2, 0.0) for _ in requests]
+        out = [instant_reply(r) for r in requests]
         if self.garbage_on:
             for i, p in enumerate(prompts):
                 if f"Question: {self.garbage_on}" in p:

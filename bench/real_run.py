@@ -39,6 +39,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--shard-size", type=int, default=100)
     p.add_argument("--gpus", default="0")
     p.add_argument("--worker-flag", action="append", default=[], help="extra worker flag")
+    p.add_argument("--submit-flag", action="append", default=[], help="extra submit flag")
     p.add_argument("--timeout", type=float, default=480.0, help="seconds for all runs")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--work", type=Path, default=Path("/tmp/evalq-real"))
@@ -73,7 +74,8 @@ def main() -> int:
         args.work / "worker.log",
     )
     t0 = time.monotonic()
-    summary: dict[str, object] = {"model": args.model, "runs": []}
+    summary: dict[str, object] = {"model": args.model, "submit_flags": args.submit_flag}
+    summary["runs"] = []
     try:
         ready_s = wait_ready([args.work / "worker.log"], [worker], timeout=600)
         print(f"worker ready in {ready_s:.0f} s", flush=True)
@@ -86,6 +88,7 @@ def main() -> int:
                 *("submit", "--dataset", dataset, "--n", n, "--seed", str(args.seed)),
                 *("--model", args.model, "--shard-size", str(args.shard_size)),
                 *strategy_flags,
+                *args.submit_flag,
             )
             run_id = _run_id(out)
             runs.append((run_id, dataset, int(n)))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
@@ -14,6 +15,7 @@ from rich.table import Table
 from sqlalchemy.orm import Session
 
 from evalq.config import Settings
+from evalq.db import queries
 from evalq.db.session import open_store
 from evalq.errors import UserError
 from evalq.report import adaptivity
@@ -28,6 +30,7 @@ from evalq.report.compare import (
 )
 from evalq.report.export import EXPORT_FORMATS, ExportFormat, export_run
 from evalq.report.html import write_report
+from evalq.report.sequential import describe, live_decision
 from evalq.report.summary import StatsOptions
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -159,6 +162,9 @@ def compare_command(
     with open_session(_settings(ctx)) as session:
         chosen_a, chosen_b = _choose_strategies(session, run_id, other_run, strategy_a, strategy_b)
         paired = load_paired(session, run_id, chosen_a, other_run, chosen_b)
+        run = queries.get_run(session, run_id)
+        live = live_decision(session, run) if run_b is None else None
+        decision = None if live is None else describe(run, *live)
     result = compare(
         paired,
         confidence=confidence,
@@ -167,11 +173,21 @@ def compare_command(
         method=cast(BootstrapMethod, method),
     )
     if output_format == "json":
-        click.echo(json.dumps(to_json(result), indent=2))
+        out = to_json(result)
+        if live is not None:
+            out["until_decided"] = {
+                "live": asdict(live[0].latest),
+                "decided": live[0].reason,
+                "decided_at": asdict(live[0].interval),
+                "stopped": live[1],
+            }
+        click.echo(json.dumps(out, indent=2))
     elif output_format == "markdown":
         click.echo(to_markdown(result), nl=False)
     else:
         Console().print(to_rich_table(result))
+    if decision is not None and output_format != "json":
+        click.echo(decision)
 
 
 @click.command("export")

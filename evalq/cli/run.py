@@ -23,8 +23,9 @@ from evalq.db.session import open_store
 from evalq.errors import UserError
 from evalq.fleet.gpus import GPU_MODES, gpu_request
 from evalq.rag.strategies import GenerationConfig
+from evalq.report.sequential import describe, live_decision
 from evalq.scheduler.defaults import RUN_DEFAULTS
-from evalq.scheduler.submit import RunRequest, resume, submit
+from evalq.scheduler.submit import RunRequest, UntilDecided, resume, submit
 
 
 @click.command("submit")
@@ -104,6 +105,24 @@ from evalq.scheduler.submit import RunRequest, resume, submit
 # The seed's GPU flags, as rewritten by evalq.cli.seed_flags.
 @click.option("--gpu-mode", "gpu_mode", type=click.Choice(list(GPU_MODES)), hidden=True)
 @click.option("--gpu-ids", "gpu_ids", hidden=True)
+@click.option(
+    "--until-decided",
+    is_flag=True,
+    help="Stop once --a vs --b is decided (anytime-valid; see docs/analysis.md).",
+)
+@click.option("--a", "strategy_a", help="With --until-decided: strategy A.")
+@click.option("--b", "strategy_b", help="With --until-decided: strategy B.")
+@click.option("--alpha", type=float, default=0.05, show_default=True, help="Error level.")
+@click.option(
+    "--min-effect",
+    type=float,
+    default=0.02,
+    show_default=True,
+    help="Stop too once the interval for A - B is narrower than this.",
+)
+@click.option(
+    "--metric", type=click.Choice(["accuracy", "f1"]), default="accuracy", show_default=True
+)
 @click.pass_obj
 def submit_cmd(
     settings: Settings,
@@ -127,9 +146,23 @@ def submit_cmd(
     retriever: str,
     gpu_mode: str | None,
     gpu_ids: str | None,
+    until_decided: bool,
+    strategy_a: str | None,
+    strategy_b: str | None,
+    alpha: float,
+    min_effect: float,
+    metric: str,
 ) -> int:
     """Sample questions, write the run and its shards, and enqueue them; returns the run id."""
     from evalq.data.registry import DATASETS
+
+    rule = None
+    if until_decided:
+        if not strategy_a or not strategy_b:
+            raise UserError("--until-decided needs --a and --b, two of the run's strategies")
+        rule = UntilDecided(strategy_a, strategy_b, alpha, min_effect, metric)
+    elif strategy_a or strategy_b:
+        raise UserError("--a and --b go with --until-decided")
 
     # Checked before submitting: a bad GPU request leaves no run behind.
     asked = gpu_mode is not None or gpu_ids is not None
@@ -156,6 +189,7 @@ def submit_cmd(
         corpus=corpus,
         retriever=retriever,
         requested_gpus=requested,
+        until_decided=rule,
     )
     run_id = submit(settings, req)
     click.echo(f"run {run_id}: {n} questions x {len(strategies)} strategies queued for {model}")
@@ -233,7 +267,7 @@ def status_cmd(settings: Settings, run_id: int | None, watch: bool, interval: fl
             console.print(progress_table(run, queries.run_progress(s, run)))
             counts = queries.shard_counts(s, run.id)
             console.print("shards: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
-            for line in problem_lines(s, run.id):
+            for line in problem_lines(s, run.id) + decision_lines(s, run):
                 console.print(line, markup=False, highlight=False, soft_wrap=True)
         console.print(workers_view(s))
 
@@ -246,6 +280,12 @@ def problem_lines(session: Session, run_id: int) -> list[str]:
     ]
     lines += [f"{n} episodes failed: {why}" for why, n in queries.episode_errors(session, run_id)]
     return lines
+
+
+def decision_lines(session: Session, run: Run) -> list[str]:
+    """For an ``--until-decided`` run: the live interval and the decision."""
+    live = live_decision(session, run)
+    return [] if live is None else [describe(run, *live)]
 
 
 def _fmt(v: float | None, pct: bool = False, digits: int = 3) -> str:

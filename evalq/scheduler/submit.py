@@ -54,6 +54,31 @@ class RunRequest:
     # The GPUs asked for (``evalq.fleet.gpus.gpu_request``), stored for the record only:
     # workers choose their GPUs.
     requested_gpus: dict[str, Any] | None = None
+    # ``--until-decided``: stop once the paired comparison of two strategies is decided.
+    until_decided: UntilDecided | None = None
+
+
+@dataclass(frozen=True)
+class UntilDecided:
+    """The early-stopping rule: strategies A and B, error level, smallest effect, metric."""
+
+    a: str
+    b: str
+    alpha: float = 0.05
+    min_effect: float = 0.02
+    metric: str = "accuracy"
+
+    def check(self, names: Sequence[str]) -> None:
+        """Raise a UserError unless the rule fits a run with strategies ``names``."""
+        a, b = parse_strategy(self.a).name, parse_strategy(self.b).name
+        if a not in names or b not in names or a == b:
+            raise UserError(f"--a and --b must be two of the run's strategies: {', '.join(names)}")
+        if not 0 < self.alpha < 1:
+            raise UserError(f"--alpha must be in (0, 1), got {self.alpha}")
+        if not 0 <= self.min_effect <= 2:
+            raise UserError(f"--min-effect must be in [0, 2], got {self.min_effect}")
+        if self.metric not in ("accuracy", "f1"):
+            raise UserError(f"--metric must be accuracy or f1, got {self.metric!r}")
 
 
 def mdp_params(req: RunRequest, preset: MDPParams | None = None) -> MDPParams:
@@ -106,9 +131,14 @@ def resolve_preset(settings: Settings, name: str) -> tuple[MDPParams, str]:
 
 
 def sample_questions(questions: Sequence[Question], n: int, seed: int) -> list[Question]:
-    """``n`` distinct questions, the same for the same seed."""
+    """``n`` distinct questions, the same for the same seed, in a random order.
+
+    The order matters to ``--until-decided``: shards are consecutive slices of it, so every
+    prefix of the shards is itself a random sample of the dataset.
+    """
     rng = np.random.default_rng(seed)
-    picked = rng.choice(len(questions), size=n, replace=False)
+    # Without replacement and shuffled (numpy's default): a random order, not sorted ids.
+    picked = rng.choice(len(questions), size=n, replace=False, shuffle=True)
     return [questions[int(i)] for i in picked]
 
 
@@ -147,6 +177,8 @@ def _validate(req: RunRequest, preset: MDPParams) -> list[Question]:
     strategies = [parse_strategy(s) for s in req.strategies]
     if len({s.name for s in strategies}) != len(strategies):
         raise UserError("the same strategy is named twice")
+    if req.until_decided is not None:
+        req.until_decided.check([s.name for s in strategies])
     check_retriever(req.retriever)
     if req.corpus is not None:
         check_corpus_exists(req.corpus)
@@ -209,6 +241,7 @@ def submit(settings: Settings, req: RunRequest) -> int:
                     "corpus": req.corpus,
                     "retriever": req.retriever,
                     **({"requested_gpus": req.requested_gpus} if req.requested_gpus else {}),
+                    **({"until_decided": _rule_json(rule)} if (rule := req.until_decided) else {}),
                 },
                 code_version=code_version(),
                 status="queued",
@@ -227,12 +260,18 @@ def submit(settings: Settings, req: RunRequest) -> int:
     return run_id
 
 
+def _rule_json(rule: UntilDecided) -> dict[str, Any]:
+    """The rule as stored in the run's config, strategies by their canonical names."""
+    return {**asdict(rule), "a": parse_strategy(rule.a).name, "b": parse_strategy(rule.b).name}
+
+
 def resume(settings: Settings, run_id: int) -> int:
     """Re-enqueue every shard the database says is unfinished; returns how many.
 
     The database is the truth: whatever the broker lost (a restart, a flush, a cancel)
     is rebuilt from it. Failed and cancelled shards are queued again with a fresh delivery
-    count. A shard enqueued twice is harmless: stored episodes are skipped.
+    count. A shard enqueued twice is harmless: stored episodes are skipped. A run stopped
+    by ``--until-decided`` keeps its decision and runs to the end: it is not decided again.
     """
     check_broker(settings.broker_url)
     store = open_store(settings.database_url)

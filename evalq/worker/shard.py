@@ -5,16 +5,17 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any, TypeVar
 
+import numpy as np
 from kombu.utils.functional import retry_over_time
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
 from evalq.data.question import Question
 from evalq.data.registry import load_questions
-from evalq.db import queries
+from evalq.db import decisions, queries
 from evalq.db.models import Run
 from evalq.db.session import Store
 from evalq.models.base import Engine
@@ -23,6 +24,7 @@ from evalq.rag.retrieval import CorpusRetrievers
 from evalq.rag.runner import Driver, PendingEpisode, run_episodes
 from evalq.rag.strategies import EpisodeContext, GenerationConfig, Strategy, parse_strategy
 from evalq.rag.strategies.base import new_result
+from evalq.report.sequential import decide
 
 log = logging.getLogger(__name__)
 
@@ -185,8 +187,37 @@ class ShardExecutor:
             if len(buffer) >= FLUSH_EVERY or time.monotonic() - last_flush > FLUSH_SECONDS:
                 stored += self._flush(run.id, shard_id, buffer)
                 last_flush = time.monotonic()
+                cancel.cancelled |= self._decided(run)
         stored += self._flush(run.id, shard_id, buffer)
+        # Every episode of the shard ran, so it is done even if this decides the run.
+        self._decided(run)
         return stored, cancel.cancelled
+
+    def _decided(self, run: _RunView) -> bool:
+        """For ``--until-decided`` runs: True when the stored prefix decides it (now stopped).
+
+        Checked after every flush. The rule is anytime-valid, so checking this often (or
+        more, or less) keeps its error rate; see docs/analysis.md, "Deciding early".
+        """
+        rule = run.config.get("until_decided")
+        if not rule or "decision" in run.config:
+            return False
+
+        def check(s: Session) -> bool:
+            stored = queries.get_run(s, run.id)
+            if "decision" in stored.config:  # another worker decided, or it was resumed
+                return False
+            diffs = decisions.paired_prefix(s, stored, rule)
+            decision = decide(np.array(diffs), float(rule["alpha"]), float(rule["min_effect"]))
+            if decision.reason is None:
+                return False
+            record = {"reason": decision.reason, **asdict(decision.interval)}
+            if decisions.record_decision(s, run.id, record):
+                log.info("run %d decided: %s", run.id, record)
+                return True
+            return False
+
+        return self.transact(check)
 
     def _flush(self, run_id: int, shard_id: int, buffer: list[EpisodeResult]) -> int:
         if not buffer:

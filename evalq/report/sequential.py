@@ -2,10 +2,11 @@
 
 The confidence sequence is the hedged-capital betting CS of Waudby-Smith & Ramdas (2024),
 "Estimating means of bounded random variables by betting", JRSS-B 86(1):1-27
-(arXiv:2010.09686), Section 4: the hedged capital process with predictable plug-in bets,
-"Hedged capital" (Theorem 3 and the PrPl bets beside it). The maintained implementation,
-``confseq``, does not build here (a C++ extension that needs Boost), so the formula is
-written out below with numpy; each line names the quantity of the paper it computes.
+(arXiv:2010.09686), Section 4: the hedged capital process K_t^{+-} with predictable
+plug-in (PrPl) bets. The maintained implementation, ``confseq``, does not build here (a
+C++ extension that needs Boost), so the formulas are written out below with numpy, each
+line with the paper's formula it computes (equation numbers differ between the arXiv
+versions and the journal, so the formulas themselves are quoted).
 
 A paired difference d = A - B lies in [-1, 1]; it is mapped to x = (d + 1) / 2 in [0, 1],
 the CS is built for the mean of x, and mapped back.

@@ -38,6 +38,7 @@ COMMANDS: dict[str, str] = {
     "demo": "evalq.cli.demo:demo",
     "mdp": "evalq.cli.mdp:mdp",
     "compare": "evalq.cli.analysis:compare_command",
+    "plan": "evalq.cli.plan:plan",
     "export": "evalq.cli.analysis:export_command",
     "report": "evalq.cli.analysis:report_command",
     "generate": "evalq.cli.generate:generate",

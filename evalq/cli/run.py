@@ -309,10 +309,12 @@ def results_table(run: Run, results: list[StrategyResult]) -> Table:
         box=box.SIMPLE_HEAD,
         collapse_padding=True,
         pad_edge=False,
-        caption="inv: invalid rows · err: errors · unp: unparsed answers (scored wrong)",
+        caption="inv: invalid rows · err: errors · unp: unparsed answers (scored wrong) · "
+        "att: over ok + error episodes, errors scored 0",
     )
     table.add_column("strategy", no_wrap=True)
-    for col in ("n", "inv", "err", "unp", "accuracy", "F1", "recall", "cost", "steps", "retr"):
+    columns = ("n", "inv", "err", "unp", "accuracy", "acc att", "F1", "F1 att", "recall")
+    for col in (*columns, "cost", "steps", "retr"):
         table.add_column(col, justify="right", no_wrap=True)
     table.add_column("tokens", justify="right", no_wrap=True, min_width=6)
     for r in results:
@@ -323,7 +325,9 @@ def results_table(run: Run, results: list[StrategyResult]) -> Table:
             str(r.errors),
             str(r.unparsed),
             _fmt(r.accuracy, True),
+            _fmt(r.accuracy_attempted, True),
             _fmt(r.f1, True),
+            _fmt(r.f1_attempted, True),
             _fmt(r.retrieval_recall, True),
             _fmt(r.mean_cost, digits=2),
             _fmt(r.mean_steps, digits=1),

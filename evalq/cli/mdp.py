@@ -34,6 +34,7 @@ from evalq.rag.mdp_solver import (
     param_hash,
     solve,
 )
+from evalq.report.adaptivity import calibration_traces
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
@@ -334,13 +335,15 @@ def calibrate_command(
     replace: bool,
     as_json: bool,
 ) -> None:
-    """Estimate p_s and per-step gains from a run's MDP steps; re-solve the thresholds.
+    """Estimate the judge threshold, p_s and per-step gains from a run's MDP steps; re-solve.
 
-    p_s is the success fraction of retrieve steps (and, where retrieves were judged, the
-    mean judged P(yes)). The gains are accuracy lifts per successful retrieve and per
+    Where the dataset has gold passages, judge_threshold is the P(yes) that best separates
+    retrieve steps that found a gold passage from the others (Youden's J). p_s is the
+    success fraction of retrieve steps at that threshold (and, where retrieves were judged,
+    the mean judged P(yes)). The gains are accuracy lifts per successful retrieve and per
     reason step (a linear probability model, clustered by question); with quality=linear
-    they are the deltas in U. --save NAME keeps the result as a parameter set. See
-    docs/mdp.md.
+    they are the deltas in U. --save NAME keeps the result, judge_threshold included, as a
+    parameter set. See docs/mdp.md.
     """
     if save_as is not None:
         _check_set_name(save_as)
@@ -348,12 +351,12 @@ def calibrate_command(
     with store.session() as s:
         run = queries.get_run(s, run_id)
         status = run.status
-        result = calibrate_run(queries.run_traces(s, run), confidence, p_s_from)
+        result = calibrate_run(calibration_traces(s, run), confidence, p_s_from)
         if save_as is not None:
             queries.save_param_set(
                 s,
                 save_as,
-                result.calibrated.to_json(),
+                {**result.calibrated.to_json(), "judge_threshold": result.threshold.threshold},
                 base_preset(run.config),
                 run.id,
                 replace=replace,
@@ -396,6 +399,7 @@ def _print_calibration(result: Calibration, status: str) -> None:
     )
     if status != "done":
         console.print("[yellow]note: the run is not done; these are the episodes so far[/]")
+    _print_threshold(console, result)
     table = Table(title=f"Estimates ({level} intervals)")
     for column in ("quantity", "estimate", f"{level} interval", "from", "meaning"):
         table.add_column(column)
@@ -406,7 +410,9 @@ def _print_calibration(result: Calibration, status: str) -> None:
             f"{p.estimate:.3f}",
             _interval(p.low, p.high),
             f"{p.successes}/{p.trials} retrieves",
-            "retrieve steps that succeeded (Clopper-Pearson)",
+            f"retrieve steps with judgement >= {result.threshold.threshold:g} (Clopper-Pearson)"
+            if result.threshold.changed
+            else "retrieve steps that succeeded (Clopper-Pearson)",
         )
         for position, q in enumerate(result.p_s_by_position, 1):
             table.add_row(
@@ -418,6 +424,14 @@ def _print_calibration(result: Calibration, status: str) -> None:
             )
     else:
         table.add_row("p_s", "-", "-", "0 retrieves", "the policy never retrieved")
+    if result.threshold.changed and (ran := result.p_s_run) is not None:
+        table.add_row(
+            "p_s as run",
+            f"{ran.estimate:.3f}",
+            _interval(ran.low, ran.high),
+            f"{ran.successes}/{ran.trials} retrieves",
+            f"retrieve steps that succeeded at the run's {result.judge_threshold:g}",
+        )
     if result.judgement is not None:
         j = result.judgement
         table.add_row(
@@ -478,6 +492,19 @@ def _print_calibration(result: Calibration, status: str) -> None:
         )
 
 
+def _print_threshold(console: Console, result: Calibration) -> None:
+    """The judge threshold line: fitted to gold-labelled steps, or kept (the note says why)."""
+    fit = result.threshold
+    if fit.note is not None and fit.youden_j is None:
+        return
+    console.print(
+        f"judge_threshold {fit.run_threshold:g} -> {fit.threshold:.3f}: Youden's J "
+        f"{fit.youden_j:.3f} (TPR {fit.tpr:.3f}, FPR {fit.fpr:.3f}), AUC {fit.auc:.3f}, "
+        f"{fit.labelled} labelled steps ({fit.gold_steps} retrieved a gold passage)",
+        highlight=False,
+    )
+
+
 def _calibration_json(result: Calibration, status: str) -> dict[str, Any]:
     def proportion(p: Proportion | None) -> dict[str, Any] | None:
         if p is None:
@@ -493,7 +520,9 @@ def _calibration_json(result: Calibration, status: str) -> dict[str, Any]:
         "p_s": proportion(result.p_s),
         "p_s_by_position": [proportion(p) for p in result.p_s_by_position],
         "judgement": None if result.judgement is None else asdict(result.judgement),
+        "p_s_run": proportion(result.p_s_run),
         "judge_threshold": result.judge_threshold,
+        "threshold_fit": {**asdict(result.threshold), "changed": result.threshold.changed},
         "p_s_from": result.p_s_from,
         "accuracy_intercept": asdict(result.intercept),
         "accuracy_lift_per_successful_retrieve": asdict(result.retrieve_lift),

@@ -607,6 +607,9 @@ def load_traces(session: Session, run_id: int, strategy: str) -> list[EpisodeTra
             judgements=tuple(
                 float(j) for a, _, j in steps[row.id] if a == "retrieve" and j is not None
             ),
+            retrieve_judgements=tuple(
+                None if j is None else float(j) for a, _, j in steps[row.id] if a == "retrieve"
+            ),
         )
         for row in episodes
     ]

@@ -18,6 +18,9 @@ device, never observed. So:
   (and its closed-book ``fixed:k=0`` episodes, where present, as zero-step anchors), with
   standard errors clustered by question. They are associations under the policy that made
   the data, not causal effects: a question whose retrieves fail is often a harder one.
+- ``judge_threshold`` is chosen where the dataset has gold passages: the P(yes) that best
+  separates retrieve steps that found a gold passage from those that did not (Youden's J,
+  TPR - FPR, over the distinct judgements). p_s is then the success rate at that threshold.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -52,6 +55,8 @@ class EpisodeTrace:
         retrieves: Success of each retrieve step, in order.
         reasons: Number of reason steps.
         judgements: The judged P(yes) of each retrieve step that has one, in order.
+        retrieve_judgements: The judged P(yes) of every retrieve step, None where it was
+            not judged; empty when not loaded.
     """
 
     question_id: str
@@ -59,11 +64,71 @@ class EpisodeTrace:
     retrieves: tuple[bool, ...] = ()
     reasons: int = 0
     judgements: tuple[float, ...] = ()
+    retrieve_judgements: tuple[float | None, ...] = ()
 
     @property
     def successful_retrieves(self) -> int:
         """Retrieve steps that succeeded (each moved U by delta_r)."""
         return sum(self.retrieves)
+
+    def at_threshold(self, threshold: float) -> EpisodeTrace:
+        """The trace with each retrieve's success re-read at ``threshold``.
+
+        An unjudged retrieve fails at any threshold. Without ``retrieve_judgements`` for
+        every retrieve the trace comes back unchanged.
+        """
+        if len(self.retrieve_judgements) != len(self.retrieves):
+            return self
+        return replace(
+            self,
+            retrieves=tuple(j is not None and j >= threshold for j in self.retrieve_judgements),
+        )
+
+
+@dataclass(frozen=True)
+class LabelledStep:
+    """A judged retrieve step of a question with gold passages.
+
+    Attributes:
+        judgement: Its judged P(yes).
+        gold: Whether it retrieved at least one of the question's gold passages.
+    """
+
+    judgement: float
+    gold: bool
+
+
+@dataclass(frozen=True)
+class ThresholdFit:
+    """The judge threshold chosen from labelled steps, or why the run's was kept.
+
+    Attributes:
+        run_threshold: The run's ``judge_threshold``.
+        threshold: The calibrated one (the run's when kept).
+        labelled: Labelled steps used.
+        gold_steps: Of those, the ones that retrieved a gold passage.
+        youden_j: TPR - FPR at the threshold (None when kept).
+        tpr: Share of gold steps judged at or above it.
+        fpr: Share of the other steps judged at or above it.
+        auc: P(a gold step's judgement > another's), ties counted half: Mann-Whitney
+            U / (n1 n0).
+        note: Why the run's threshold was kept, or None.
+    """
+
+    run_threshold: float
+    threshold: float
+    labelled: int = 0
+    gold_steps: int = 0
+    youden_j: float | None = None
+    tpr: float | None = None
+    fpr: float | None = None
+    auc: float | None = None
+    note: str | None = None
+
+    @property
+    def changed(self) -> bool:
+        """Whether the calibrated threshold differs from the run's."""
+        return self.threshold != self.run_threshold
 
 
 @dataclass(frozen=True)
@@ -76,6 +141,8 @@ class RunTraces:
         config: The run's stored config (its ``mdp`` entry holds the parameters).
         mdp: The finished ``mdp`` episodes.
         closed_book: The finished ``fixed:k=0`` episodes (empty if the run has none).
+        labelled: The MDP's judged retrieve steps of questions with gold passages.
+        gold_note: Why no step is labelled (no gold passages in the dataset), or None.
     """
 
     run_id: int
@@ -83,6 +150,8 @@ class RunTraces:
     config: Mapping[str, Any]
     mdp: list[EpisodeTrace] = field(default_factory=list)
     closed_book: list[EpisodeTrace] = field(default_factory=list)
+    labelled: list[LabelledStep] = field(default_factory=list)
+    gold_note: str | None = None
 
 
 @dataclass(frozen=True)
@@ -140,10 +209,12 @@ class Calibration:
         confidence: Confidence level of every interval.
         mdp_episodes: Finished MDP episodes used.
         closed_book_episodes: Finished ``fixed:k=0`` episodes used as zero-step anchors.
-        p_s: Success fraction of all retrieve steps.
-        p_s_by_position: Success fraction of the 1st, 2nd, ... retrieve of an episode.
+        p_s: Success fraction of all retrieve steps, at the calibrated judge threshold.
+        p_s_by_position: Success fraction of the 1st, 2nd, ... retrieve of an episode, likewise.
+        p_s_run: Success fraction at the run's own threshold (what the run observed).
         judgement: Mean judged P(yes) of the judged retrieve steps (None if none was judged).
         judge_threshold: The run's ``judge_threshold``: a judged retrieve succeeds at or above it.
+        threshold: The calibrated judge threshold and how it was chosen.
         p_s_from: Which estimate became the calibrated p_s: ``rate`` or ``judgement``.
         intercept: Accuracy with no successful retrieve and no reason step.
         retrieve_lift: Accuracy lift per successful retrieve.
@@ -161,8 +232,10 @@ class Calibration:
     closed_book_episodes: int
     p_s: Proportion | None
     p_s_by_position: list[Proportion]
+    p_s_run: Proportion | None
     judgement: Mean | None
     judge_threshold: float
+    threshold: ThresholdFit
     p_s_from: str
     intercept: Coefficient
     retrieve_lift: Coefficient
@@ -231,6 +304,43 @@ def estimate_judgement(traces: Sequence[EpisodeTrace], confidence: float = 0.95)
     Like the success fraction, the interval treats retrieve steps as independent draws.
     """
     return mean_interval([j for trace in traces for j in trace.judgements], confidence)
+
+
+def fit_judge_threshold(steps: Sequence[LabelledStep], run_threshold: float) -> ThresholdFit:
+    """The threshold on P(yes) that best separates steps that found gold from the others.
+
+    Every distinct judgement is a candidate ``t`` (a step succeeds at ``judgement >= t``);
+    the one with the largest Youden's J = TPR - FPR wins, the lowest on a tie. The run's
+    threshold is kept, with a note, without steps of both kinds or when no candidate has a
+    positive J (the judgements do not rank gold steps higher).
+    """
+    gold = np.array([s.judgement for s in steps if s.gold], dtype=np.float64)
+    other = np.array([s.judgement for s in steps if not s.gold], dtype=np.float64)
+    kept = ThresholdFit(run_threshold, run_threshold, len(steps), len(gold))
+    if not len(gold) or not len(other):
+        missing = "no step retrieved a gold passage" if not len(gold) else "every step did"
+        note = (
+            f"judge_threshold kept at {run_threshold:g}: of {len(steps)} labelled steps, {missing}"
+        )
+        return replace(kept, note=note)
+    candidates = np.unique(np.concatenate([gold, other]))
+    tpr = (gold[None, :] >= candidates[:, None]).mean(axis=1)
+    fpr = (other[None, :] >= candidates[:, None]).mean(axis=1)
+    best = int(np.argmax(tpr - fpr))
+    u = float(stats.mannwhitneyu(gold, other).statistic)
+    fit = replace(
+        kept,
+        youden_j=float(tpr[best] - fpr[best]),
+        tpr=float(tpr[best]),
+        fpr=float(fpr[best]),
+        auc=u / (len(gold) * len(other)),
+    )
+    if fit.youden_j is not None and fit.youden_j <= 0.0:
+        note = (
+            f"judge_threshold kept at {run_threshold:g}: no P(yes) threshold picks out gold steps"
+        )
+        return replace(fit, note=note)
+    return replace(fit, threshold=float(candidates[best]))
 
 
 def estimate_lifts(
@@ -386,7 +496,10 @@ def base_preset(config: Mapping[str, Any]) -> str:
 
 
 def calibrate_run(run: RunTraces, confidence: float = 0.95, p_s_from: str = "rate") -> Calibration:
-    """Estimate p_s and the per-step lifts from a run, and re-solve the MDP with them.
+    """Estimate the judge threshold, p_s and the per-step lifts from a run; re-solve the MDP.
+
+    The threshold is fitted to ``run.labelled`` (kept without it); p_s is the success rate
+    at the fitted threshold. The lifts are read from the run as it ran.
 
     Args:
         run: The run to calibrate from: its config and episode traces.
@@ -411,11 +524,25 @@ def calibrate_run(run: RunTraces, confidence: float = 0.95, p_s_from: str = "rat
     if not mdp_traces:
         raise UserError(f"run {run.run_id} has no finished mdp episode yet")
     anchors = run.closed_book
-    p_s, by_position = estimate_p_s(mdp_traces, confidence)
+    run_threshold = float(run.config.get("mdp", {}).get("judge_threshold", DEFAULT_JUDGE_THRESHOLD))
+    if run.labelled:
+        threshold = fit_judge_threshold(run.labelled, run_threshold)
+    else:
+        why = run.gold_note or "no judged retrieve step of a question with gold passages"
+        threshold = ThresholdFit(
+            run_threshold, run_threshold, note=f"judge_threshold kept at {run_threshold:g}: {why}"
+        )
+    p_s_run, by_position = estimate_p_s(mdp_traces, confidence)
+    p_s = p_s_run
+    if threshold.changed:
+        rethresholded = [trace.at_threshold(threshold.threshold) for trace in mdp_traces]
+        p_s, by_position = estimate_p_s(rethresholded, confidence)
     judgement = estimate_judgement(mdp_traces, confidence)
     intercept, retrieve_lift, reason_lift = estimate_lifts([*mdp_traces, *anchors], confidence)
     params, before = run_params(run.config)
     calibrated, notes = recalibrate(params, p_s, retrieve_lift, reason_lift, judgement, p_s_from)
+    if threshold.note is not None:
+        notes.insert(0, threshold.note)
     return Calibration(
         run_id=run.run_id,
         confidence=confidence,
@@ -423,10 +550,10 @@ def calibrate_run(run: RunTraces, confidence: float = 0.95, p_s_from: str = "rat
         closed_book_episodes=len(anchors),
         p_s=p_s,
         p_s_by_position=by_position,
+        p_s_run=p_s_run,
         judgement=judgement,
-        judge_threshold=float(
-            run.config.get("mdp", {}).get("judge_threshold", DEFAULT_JUDGE_THRESHOLD)
-        ),
+        judge_threshold=run_threshold,
+        threshold=threshold,
         p_s_from=p_s_from,
         intercept=intercept,
         retrieve_lift=retrieve_lift,

@@ -204,12 +204,18 @@ PRESETS: dict[str, MDPParams] = {
 }
 
 
+# Stored with a saved set's parameters (``mdp calibrate --save``) and set with --mdp-set like
+# them, but not among them: they do not change the solved thresholds or their cache key.
+RUN_OPTIONS = ("judge_threshold",)
+
+
 def lookup_preset(name: str, saved: Mapping[str, Mapping[str, Any]] | None = None) -> MDPParams:
     """A built-in preset, or else a saved parameter set (``evalq mdp calibrate --save``), by name.
 
     Args:
         name: The preset or saved set's name.
-        saved: Saved sets' names to their stored parameters (every field, as ``to_json``).
+        saved: Saved sets' names to their stored parameters (every field, as ``to_json``,
+            and any of ``RUN_OPTIONS``, which are left out here).
 
     Raises:
         UserError: If neither has the name (the message lists both), or a saved set's
@@ -219,7 +225,7 @@ def lookup_preset(name: str, saved: Mapping[str, Mapping[str, Any]] | None = Non
         return PRESETS[name]
     saved = saved or {}
     if name in saved:
-        return MDPParams.from_json(saved[name])
+        return MDPParams.from_json({k: v for k, v in saved[name].items() if k not in RUN_OPTIONS})
     known = ", ".join(PRESETS) + (f"; saved: {', '.join(sorted(saved))}" if saved else "")
     raise UserError(f"unknown MDP preset {name!r}: choose {known} (see `evalq mdp presets`)")
 

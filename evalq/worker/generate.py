@@ -73,6 +73,15 @@ class ChunkGenerator:
             with self.store.session() as s:
                 gen.fail_chunk(s, chunk_id, f"{type(exc).__name__}: {exc}")
             return ChunkReport(chunk_id, "failed", 0)
+        # An item the engine refused (a prompt beyond the model's context) has no output: its
+        # chunk fails with the reason, as a bad prompt always did, rather than store ''.
+        refused = [(index, g.error) for (index, _), g in zip(items, generations, strict=True)]
+        refused = [(index, error) for index, error in refused if error is not None]
+        if refused:
+            index, error = refused[0]
+            with self.store.session() as s:
+                gen.fail_chunk(s, chunk_id, f"item {index}: {error}")
+            return ChunkReport(chunk_id, "failed", 0)
         outputs = [
             gen.ItemOutput(index, g.text, g.prompt_tokens, g.completion_tokens)
             for (index, _), g in zip(items, generations, strict=True)

@@ -49,3 +49,27 @@ def test_outputs_are_stored_once_and_the_last_chunk_finishes_the_job(db_url: str
         progress = gen.job_progress(s, job_id)
         assert (progress.status, progress.done, progress.n) == ("done", 3, 3)
         assert gen.claim_chunk(s, chunks[0], "b") is None, "a done chunk is never run again"
+
+
+def test_a_prompt_beyond_the_context_fails_its_chunk_with_the_reason(db_url: str) -> None:
+    from engines import ShortContextEngine
+
+    from evalq.worker.generate import ChunkGenerator
+
+    store = open_store(db_url)
+    long_prompt = " ".join(["word"] * 50)
+    items = [
+        gen.NewItem([{"role": "user", "content": text}], {"max_tokens": 4})
+        for text in ("short one", long_prompt)
+    ]
+    with store.session() as s:
+        job_id, (chunk_id,) = gen.create_job(
+            s, model="test/m", items=items, chunk_size=2, lease_s=5.0
+        )
+    report = ChunkGenerator(store, ShortContextEngine(context=20), worker="w").run(chunk_id)
+    assert report.status == "failed"
+    with store.session() as s:
+        chunk = s.get(gen.GenChunk, chunk_id)
+        assert chunk is not None and chunk.error is not None
+        assert chunk.error.startswith("item 1: prompt of 50 tokens"), chunk.error
+        assert all(not i.output for i in gen.job_outputs(s, job_id)), "nothing stored as ''"

@@ -310,10 +310,10 @@ def results_table(run: Run, results: list[StrategyResult]) -> Table:
         collapse_padding=True,
         pad_edge=False,
         caption="inv: invalid rows · err: errors · unp: unparsed answers (scored wrong) · "
-        "att: over ok + error episodes, errors scored 0",
+        "(att): over ok + error episodes, errors scored 0",
     )
     table.add_column("strategy", no_wrap=True)
-    columns = ("n", "inv", "err", "unp", "accuracy", "acc att", "F1", "F1 att", "recall")
+    columns = ("n", "inv", "err", "unp", "accuracy", "acc(att)", "F1", "F1(att)", "recall")
     for col in (*columns, "cost", "steps", "retr"):
         table.add_column(col, justify="right", no_wrap=True)
     table.add_column("tokens", justify="right", no_wrap=True, min_width=6)

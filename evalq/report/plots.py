@@ -115,19 +115,29 @@ def steps_histogram(strategies: Sequence[StrategyEpisodes]) -> Figure:
         _empty(ax, "no ok episodes")
         return figure
     top = int(max(np.max(s.steps) for s in present))
-    counts = np.arange(0, top + 1)
-    width = 0.8 / len(present)
-    for i, (episodes, colour) in enumerate(zip(present, _colours(len(present)), strict=True)):
-        frequency = np.bincount(episodes.steps.astype(np.int64), minlength=top + 1)
-        offset = (i - (len(present) - 1) / 2) * width
-        ax.bar(counts + offset, frequency, width=width, color=colour, label=episodes.strategy)
-    ax.set_xticks(counts)
-    ax.set_xlabel("steps per episode (retrieve, reason and answer)")
-    ax.set_ylabel("episodes")
+    series = [
+        (s.strategy, [int(n) for n in np.bincount(s.steps.astype(np.int64), minlength=top + 1)])
+        for s in present
+    ]
+    _grouped_bars(ax, series, "steps per episode (retrieve, reason and answer)")
     ax.set_title("Steps per episode")
+    return figure
+
+
+def _grouped_bars(ax: Any, series: Sequence[tuple[str, Sequence[int]]], xlabel: str) -> None:
+    """Side-by-side bars: per label, how many episodes had each count 0, 1, ... (x axis)."""
+    counts = np.arange(0, max(len(frequency) for _, frequency in series))
+    width = 0.8 / len(series)
+    for i, ((label, frequency), colour) in enumerate(
+        zip(series, _colours(len(series)), strict=True)
+    ):
+        offset = (i - (len(series) - 1) / 2) * width
+        ax.bar(counts + offset, frequency, width=width, color=colour, label=label)
+    ax.set_xticks(counts)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("episodes")
     ax.grid(axis="y", alpha=0.3)
     ax.legend(loc="best", fontsize="small")
-    return figure
 
 
 def retrievals_histogram(strategies: Sequence[StrategyAdaptivity]) -> Figure:
@@ -139,18 +149,9 @@ def retrievals_histogram(strategies: Sequence[StrategyAdaptivity]) -> Figure:
         _empty(ax, "no ok episodes")
         return figure
     top = max(max(s.histogram, default=0) for s in present)
-    counts = np.arange(0, top + 1)
-    width = 0.8 / len(present)
-    for i, (strategy, colour) in enumerate(zip(present, _colours(len(present)), strict=True)):
-        frequency = [strategy.histogram.get(int(c), 0) for c in counts]
-        offset = (i - (len(present) - 1) / 2) * width
-        ax.bar(counts + offset, frequency, width=width, color=colour, label=strategy.strategy)
-    ax.set_xticks(counts)
-    ax.set_xlabel("retrievals per episode")
-    ax.set_ylabel("episodes")
+    series = [(s.strategy, [s.histogram.get(c, 0) for c in range(top + 1)]) for s in present]
+    _grouped_bars(ax, series, "retrievals per episode")
     ax.set_title("Retrievals per episode: one bar per strategy means no adaptation")
-    ax.grid(axis="y", alpha=0.3)
-    ax.legend(loc="best", fontsize="small")
     return figure
 
 

@@ -13,14 +13,18 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import redis
 from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
 
+from evalq.db import queries
 from evalq.db.models import Episode, Run, Shard, Step
 from evalq.db.session import open_store
+from evalq.rag.episode import EpisodeResult
+from evalq.rag.mdp_solver import PRESETS, solve
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = "evalq/tiny-random"
@@ -312,3 +316,37 @@ def _postgres_bindir() -> Path | None:
         return Path(found).parent
     versions = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"))
     return versions[-1].parent if versions else None
+
+
+def store_mdp_run(
+    db_url: str,
+    episodes: list[EpisodeResult],
+    *,
+    strategies: tuple[str, ...] = ("mdp",),
+    dataset: str = "hotpotqa",
+    mdp_extra: dict[str, Any] | None = None,
+) -> int:
+    """A done run of ``episodes`` in one shard, its MDP config the solved ``early`` preset."""
+    params = PRESETS["early"]
+    solution = solve(params)
+    mdp = {"preset": "early", **params.to_json(), **(mdp_extra or {})}
+    mdp |= {"theta_cont": solution.theta_cont, "theta_star": solution.theta_star}
+    with open_store(db_url).session() as s:
+        run = queries.create_run(
+            s,
+            Run(
+                dataset=dataset,
+                difficulty="all",
+                n=len({e.question_id for e in episodes}),
+                seed=0,
+                model="test/m",
+                strategies=list(strategies),
+                config={"mdp": mdp},
+                code_version="test",
+                status="done",
+            ),
+            [[e.question_id for e in episodes]],
+        )
+        for result in episodes:
+            queries.write_episode(s, run.id, run.shards[0].id, result, "test")
+        return run.id

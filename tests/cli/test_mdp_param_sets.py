@@ -7,10 +7,9 @@ from typing import Any
 
 from click.testing import CliRunner
 from sqlalchemy import select
-from support import TINY
+from support import TINY, store_mdp_run
 
 from evalq.cli.main import cli
-from evalq.db import queries
 from evalq.db.models import Run
 from evalq.db.session import open_store
 from evalq.rag.episode import EpisodeResult, StepRecord
@@ -19,10 +18,6 @@ from evalq.rag.mdp_solver import PRESETS, solve
 
 def calibration_run(db_url: str, successes: int, trials: int) -> int:
     """A done run of one MDP strategy (preset early) with one retrieve per episode."""
-    params = PRESETS["early"]
-    solution = solve(params)
-    mdp = {"preset": "early", **params.to_json(), "theta_cont": solution.theta_cont}
-    mdp["theta_star"] = solution.theta_star
     episodes = []
     for i in range(trials):
         result = EpisodeResult(f"q{i}", "mdp", 0, "ok", correct=i % 2 == 0)
@@ -32,25 +27,7 @@ def calibration_run(db_url: str, successes: int, trials: int) -> int:
             StepRecord("terminate"),
         ]
         episodes.append(result)
-    with open_store(db_url).session() as s:
-        run = queries.create_run(
-            s,
-            Run(
-                dataset="hotpotqa",
-                difficulty="all",
-                n=trials,
-                seed=0,
-                model="test/m",
-                strategies=["mdp"],
-                config={"mdp": mdp},
-                code_version="test",
-                status="done",
-            ),
-            [[e.question_id for e in episodes]],
-        )
-        for result in episodes:
-            queries.write_episode(s, run.id, run.shards[0].id, result, "test")
-        return run.id
+    return store_mdp_run(db_url, episodes)
 
 
 def evalq(db_url: str, *args: str, broker_url: str | None = None) -> tuple[int, str]:

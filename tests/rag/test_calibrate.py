@@ -10,11 +10,9 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 from scipy import stats
+from support import store_mdp_run
 
 from evalq.cli.main import cli
-from evalq.db import queries
-from evalq.db.models import Run
-from evalq.db.session import open_store
 from evalq.rag.calibrate import (
     Coefficient,
     EpisodeTrace,
@@ -113,33 +111,7 @@ def test_recalibrate_puts_in_what_is_usable_and_says_what_it_kept() -> None:
 
 
 def store_run(db_url: str, strategies: list[str], episodes: list[EpisodeResult]) -> int:
-    params = PRESETS["early"]
-    solution = solve(params)
-    mdp = {
-        "preset": "early",
-        **params.to_json(),
-        "theta_cont": solution.theta_cont,
-        "theta_star": solution.theta_star,
-    }
-    with open_store(db_url).session() as s:
-        run = queries.create_run(
-            s,
-            Run(
-                dataset="hotpotqa",
-                difficulty="all",
-                n=len({e.question_id for e in episodes}),
-                seed=0,
-                model="test/m",
-                strategies=strategies,
-                config={"mdp": mdp},
-                code_version="test",
-                status="done",
-            ),
-            [[e.question_id for e in episodes]],
-        )
-        for result in episodes:
-            queries.write_episode(s, run.id, run.shards[0].id, result, "test")
-        return run.id
+    return store_mdp_run(db_url, episodes, strategies=tuple(strategies))
 
 
 def mdp_episode(qid: str, retrieves: list[bool], reasons: int, correct: bool) -> EpisodeResult:

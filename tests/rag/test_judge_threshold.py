@@ -9,15 +9,13 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 from sqlalchemy import select
-from support import TINY
+from support import TINY, store_mdp_run
 
 from evalq.cli.main import cli
-from evalq.db import queries
 from evalq.db.models import Run
 from evalq.db.session import open_store
 from evalq.rag.calibrate import LabelledStep, fit_judge_threshold
 from evalq.rag.episode import EpisodeResult, StepRecord
-from evalq.rag.mdp_solver import PRESETS, solve
 from evalq.report.adaptivity import gold_passages
 
 
@@ -30,10 +28,6 @@ def evalq(db_url: str, *args: str, broker_url: str | None = None) -> tuple[int, 
 def judged_run(db_url: str, dataset: str, questions: Sequence[tuple[str, Sequence[str]]]) -> int:
     """A done MDP run at judge_threshold 0.5: per question, a retrieve of its gold passage
     judged about 0.2, then one of no gold passage judged about 0.1 (no step succeeds)."""
-    params = PRESETS["early"]
-    solution = solve(params)
-    mdp = {"preset": "early", **params.to_json(), "judge_threshold": 0.5}
-    mdp |= {"theta_cont": solution.theta_cont, "theta_star": solution.theta_star}
     episodes = []
     for i, (question_id, gold) in enumerate(questions):
         result = EpisodeResult(question_id, "mdp", 0, "ok", correct=i % 2 == 0)
@@ -44,25 +38,7 @@ def judged_run(db_url: str, dataset: str, questions: Sequence[tuple[str, Sequenc
             StepRecord("terminate"),
         ]
         episodes.append(result)
-    with open_store(db_url).session() as s:
-        run = queries.create_run(
-            s,
-            Run(
-                dataset=dataset,
-                difficulty="all",
-                n=len(episodes),
-                seed=0,
-                model="test/m",
-                strategies=["mdp"],
-                config={"mdp": mdp},
-                code_version="test",
-                status="done",
-            ),
-            [[e.question_id for e in episodes]],
-        )
-        for result in episodes:
-            queries.write_episode(s, run.id, run.shards[0].id, result, "test")
-        return run.id
+    return store_mdp_run(db_url, episodes, dataset=dataset, mdp_extra={"judge_threshold": 0.5})
 
 
 def hotpot_questions(n: int) -> list[tuple[str, tuple[str, ...]]]:

@@ -55,10 +55,28 @@ def make_app(settings: Settings) -> Celery:
         worker_hijack_root_logger=False,
         worker_send_task_events=True,
         broker_connection_retry_on_startup=True,
-        broker_transport_options={"visibility_timeout": settings.visibility_timeout_s},
+        broker_transport_options=transport_options(settings.visibility_timeout_s),
         task_default_queue="evalq.default",
     )
     return app
+
+
+def transport_options(visibility_timeout_s: int) -> dict[str, int]:
+    """Redis transport options under which an abandoned shard comes back on time.
+
+    A shard delivered to a worker that died sits in Redis's unacked set until a live
+    worker's sweep finds it older than the visibility timeout. kombu sweeps every 10 s but
+    scans only on every 10th sweep, and a scan made at worker start counts as one, so a
+    shard abandoned just before then waited about 100 s more than the timeout. Every sweep
+    scans here, at most half a timeout apart. The sweep's mutex, held by a worker killed
+    inside a sweep, would block every sweep for kombu's 300 s; it expires sooner here.
+    """
+    return {
+        "visibility_timeout": visibility_timeout_s,
+        "unacked_restore_interval": max(1, min(10, visibility_timeout_s // 2)),
+        "unacked_restore_throttle": 1,
+        "unacked_mutex_expire": max(5, min(60, visibility_timeout_s)),
+    }
 
 
 def check_broker(broker_url: str) -> None:

@@ -61,6 +61,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-model-len", type=int, default=8192)
     p.add_argument("--gpus", default="0", help="one id: a worker; several: evalq fleet")
     p.add_argument("--tp", type=int, default=1, help="GPUs per worker (fleet)")
+    p.add_argument("--workers-per-gpu", type=int, default=1, help="engines per GPU (fleet)")
     p.add_argument("--n", type=int, default=1000, help="questions")
     p.add_argument("--dataset", default="oran-bench")
     p.add_argument("--difficulty", default="medium")
@@ -132,9 +133,10 @@ def main(argv: list[str] | None = None) -> int:
     """Run (a), then (b) and (c) in a separate process; write the JSON."""
     args = parse_args(argv)
     gpus = [g for g in args.gpus.split(",") if g]
+    per_gpu = args.workers_per_gpu
     label = args.label or (
         f"single-gpu{gpus[0]}" if len(gpus) == 1 else f"dp{len(gpus) // args.tp}-tp{args.tp}"
-    )
+    ) + (f"-x{per_gpu}" if per_gpu > 1 else "")
     work = args.work / label
     work.mkdir(parents=True, exist_ok=True)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -166,17 +168,16 @@ def main(argv: list[str] | None = None) -> int:
         common += ["--engine", args.engine]
     if len(gpus) == 1 and args.record_prompts:
         env[RECORD_ENV] = str(prompts)  # (b) replays exactly what (a) sent
-    if len(gpus) == 1:
+    if len(gpus) == 1 and per_gpu == 1:
         procs = [Process(["worker", "--gpus", gpus[0], *common], env, work / "worker.log")]
         logs = [work / "worker.log"]
     else:
         fleet = ["fleet", "--gpus", args.gpus, "--tensor-parallel-size", str(args.tp)]
-        fleet += ["--log-dir", str(work / "logs"), *common]
+        fleet += ["--workers-per-gpu", str(per_gpu), "--log-dir", str(work / "logs"), *common]
         procs = [Process(fleet, env, work / "fleet.log")]
-        logs = [
-            work / "logs" / f"worker-gpu{'-'.join(gpus[i : i + args.tp])}.log"
-            for i in range(0, len(gpus), args.tp)
-        ]
+        groups = ["-".join(gpus[i : i + args.tp]) for i in range(0, len(gpus), args.tp)]
+        replicas = [f".{r}" for r in range(per_gpu)] if per_gpu > 1 else [""]
+        logs = [work / "logs" / f"worker-gpu{g}{r}.log" for g in groups for r in replicas]
     profiler = None
     try:
         result["worker_start_s"] = round(wait_ready(logs, procs, timeout=600), 1)

@@ -54,6 +54,15 @@ def tensor_parallel_for(
     return choose_tensor_parallel(size, free_gpu_memory(gpus), utilization)
 
 
+def _memory_share(model: str, options: dict[str, Any], workers: int) -> float:
+    """Each of ``workers`` engines' share of the GPU memory one worker would take."""
+    from evalq.models.registry import engine_settings_for
+
+    given = options.get("gpu_memory_utilization")
+    total = given or engine_settings_for(model).gpu_memory_utilization
+    return round(total / workers, 4)
+
+
 @click.group("fleet", invoke_without_command=True)
 @click.option("--model", default=None, help="Model name or folder, as for `evalq worker`.")
 @click.option("--gpus", default=None, help="GPUs of this machine: 0,1,2,3, 0-7 or 0-3,6.")
@@ -67,6 +76,15 @@ def tensor_parallel_for(
 )
 @click.option(
     "--tensor-parallel-size", type=int, default=None, help="GPUs per worker (overrides --mode)."
+)
+@click.option(
+    "--workers-per-gpu",
+    type=int,
+    default=1,
+    show_default=True,
+    help="Workers (each its own engine) per GPU group, sharing its --gpu-memory-utilization: "
+    "for small models, whose engines alone cannot keep a GPU busy. They start one after "
+    "another.",
 )
 @click.option("--queue", default=None, help="Queue to consume (default: the model's queue).")
 @click.option(
@@ -98,6 +116,7 @@ def fleet(
     gpus: str | None,
     mode: str,
     tensor_parallel_size: int | None,
+    workers_per_gpu: int,
     queue: str | None,
     log_dir: Path | None,
     max_restarts: int,
@@ -116,12 +135,18 @@ def fleet(
     if model is None or gpus is None:
         raise click.UsageError("`evalq fleet` needs --model and --gpus")
     settings: Settings = ctx.obj
+    from evalq.db.session import open_store
+    from evalq.db.workers import is_serving
     from evalq.fleet.gpus import gpu_groups, parse_gpus
     from evalq.fleet.supervisor import Fleet, WorkerSpec
 
+    if workers_per_gpu < 1:
+        raise UserError(f"--workers-per-gpu must be at least 1, got {workers_per_gpu}")
     ids = parse_gpus(gpus)
     tp = tensor_parallel_for(mode, ids, model, options, tensor_parallel_size)
     groups = gpu_groups(ids, tp)
+    if workers_per_gpu > 1:
+        options["gpu_memory_utilization"] = _memory_share(model, options, workers_per_gpu)
     host = socket.gethostname()
     env = {
         **os.environ,
@@ -132,19 +157,36 @@ def fleet(
     specs = []
     for group in groups:
         label = "-".join(group)
-        argv = [sys.executable, "-m", "evalq", "worker", "--model", model]
-        argv += ["--gpus", ",".join(group), "--tensor-parallel-size", str(tp)]
-        argv += ["--name", f"gpu{label}@{host}"]
-        if queue:
-            argv += ["--queue", queue]
-        argv += worker_argv(options)
-        log_path = None if log_dir is None else log_dir / f"worker-gpu{label}.log"
-        specs.append(WorkerSpec(f"gpu{label}", argv, env, log_path))
-    click.echo(f"fleet: {len(groups)} worker(s) of {tp} GPU(s) for {model} on GPUs {gpus}")
+        for replica in range(workers_per_gpu):
+            name = f"gpu{label}" + (f".{replica}" if workers_per_gpu > 1 else "")
+            argv = [sys.executable, "-m", "evalq", "worker", "--model", model]
+            argv += ["--gpus", ",".join(group), "--tensor-parallel-size", str(tp)]
+            argv += ["--name", f"{name}@{host}"]
+            if queue:
+                argv += ["--queue", queue]
+            argv += worker_argv(options)
+            log_path = None if log_dir is None else log_dir / f"worker-{name}.log"
+            specs.append(WorkerSpec(name, argv, env, log_path, wave=replica))
+    click.echo(
+        f"fleet: {len(specs)} worker(s) of {tp} GPU(s) for {model} on GPUs {gpus}"
+        + (
+            f", {workers_per_gpu} per GPU group, each with --gpu-memory-utilization "
+            f"{options['gpu_memory_utilization']}"
+            if workers_per_gpu > 1
+            else ""
+        )
+    )
+    store = open_store(settings.database_url)
+
+    def serving(name: str, pid: int) -> bool:
+        with store.session() as s:
+            return is_serving(s, f"{name}@{host}", pid)
+
     supervisor = Fleet(
         specs,
         max_restarts=max_restarts,
         stop_timeout_s=stop_timeout,
+        serving=serving,
         report=lambda line: click.echo(f"fleet: {line}", err=True),
     )
 

@@ -93,6 +93,12 @@ def record_heartbeat(session: Session, beat: Beat, *, first: bool = False) -> No
     session.execute(stmt.on_conflict_do_update(index_elements=["node"], set_=changes))
 
 
+def is_serving(session: Session, node: str, pid: int) -> bool:
+    """Whether process ``pid`` runs as worker ``node`` and has reported ready (idle or busy)."""
+    worker = session.get(Worker, node, populate_existing=True)
+    return worker is not None and worker.pid == pid and worker.state in ("idle", "busy")
+
+
 def database_now(session: Session) -> datetime:
     """The database's clock, timezone-aware (SQLite reports naive UTC)."""
     value = session.scalar(select(func.now()))

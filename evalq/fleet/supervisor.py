@@ -40,6 +40,9 @@ class WorkerSpec:
     argv: list[str]
     env: dict[str, str]
     log_path: Path | None = None
+    # Workers of wave k+1 start once those of wave k serve: engines sharing a GPU must not
+    # measure its free memory while another one is still loading.
+    wave: int = 0
 
 
 @dataclass
@@ -72,6 +75,8 @@ class Fleet:
         max_restarts: int = 3,
         restart_window_s: float = 600.0,
         stop_timeout_s: float = 60.0,
+        start_timeout_s: float = 900.0,
+        serving: Callable[[str, int], bool] | None = None,
         report: Callable[[str], None] = print,
     ) -> None:
         """Hold the specs; nothing starts before ``start``.
@@ -82,19 +87,55 @@ class Fleet:
                 exit and that worker is given up.
             restart_window_s: The window restarts are counted in.
             stop_timeout_s: How long a stopping worker may finish its shard before a kill.
+            start_timeout_s: How long a wave may take to serve before the next one starts
+                anyway.
+            serving: ``(name, pid) -> bool``, whether that worker process serves (its engine
+                is built); without it, every wave starts at once.
             report: Where lifecycle messages go (one line each).
         """
         self.members = [_Member(spec) for spec in specs]
         self.max_restarts = max_restarts
         self.restart_window_s = restart_window_s
         self.stop_timeout_s = stop_timeout_s
+        self.start_timeout_s = start_timeout_s
+        self.serving = serving
         self.report = report
         self.stopping = threading.Event()
 
-    def start(self) -> None:
-        """Start every worker."""
-        for member in self.members:
-            self._spawn(member)
+    def start(self, poll_s: float = 1.0) -> None:
+        """Start every worker, a wave at a time: the next wave once this one serves."""
+        waves = sorted({m.spec.wave for m in self.members})
+        for i, wave in enumerate(waves):
+            members = [m for m in self.members if m.spec.wave == wave]
+            for member in members:
+                self._spawn(member)
+            if i + 1 < len(waves):
+                self._wait_serving(members, poll_s)
+
+    def _wait_serving(self, members: list[_Member], poll_s: float) -> None:
+        if self.serving is None:
+            return
+        deadline = time.monotonic() + self.start_timeout_s
+        waiting = members
+        while not self.stopping.is_set():
+            # A worker that died is the supervisor's to restart; it does not hold the wave.
+            waiting = [
+                m
+                for m in waiting
+                if m.proc is not None
+                and m.proc.poll() is None
+                and not self.serving(m.spec.name, m.proc.pid)
+            ]
+            if not waiting:
+                return
+            if time.monotonic() > deadline:
+                names = ", ".join(m.spec.name for m in waiting)
+                self.report(
+                    f"{names}: not serving after {self.start_timeout_s:.0f} s; "
+                    "starting the next wave anyway"
+                )
+                return
+            self.stopping.wait(poll_s)
 
     def _spawn(self, member: _Member) -> None:
         spec = member.spec

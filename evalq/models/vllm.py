@@ -214,8 +214,17 @@ class PromptRecorder:
             + "\n"
             for prompt, p in zip(prompts, params, strict=True)
         ]
-        with self._lock, open(self.path, "a", encoding="utf-8") as out:
-            out.write("".join(lines))
+        data = "".join(lines).encode("utf-8")
+        # One O_APPEND write per batch: workers sharing a GPU (`--workers-per-gpu`) record to
+        # one file, and a buffered file would split a long batch into interleaving writes.
+        with self._lock:
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
+            finally:
+                os.close(fd)
 
 
 class TokenCodec:

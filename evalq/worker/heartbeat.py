@@ -171,6 +171,7 @@ class Heartbeat:
 
         def ready(**_: Any) -> None:
             self.set_state("idle")
+            self.beat()  # at once: `evalq fleet` starts a GPU's next worker on this
 
         def shutting_down(**_: Any) -> None:
             self.set_state("stopping")

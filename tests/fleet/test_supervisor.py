@@ -23,6 +23,7 @@ from evalq.db.models import Shard
 from evalq.db.session import open_store
 from evalq.errors import UserError
 from evalq.fleet.gpus import gpu_groups, parse_gpus
+from evalq.fleet.supervisor import Fleet, WorkerSpec
 from evalq.models.sizing import ModelSize, choose_tensor_parallel, count_parameters, model_size
 
 GIB = 1024**3
@@ -152,3 +153,79 @@ def test_fleet_serves_restarts_a_killed_worker_and_stops_cleanly(
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
     assert report().count(": stopped") == 2
+
+
+def test_a_wave_starts_once_the_one_before_serves() -> None:
+    sleeper = [sys.executable, "-c", "import time; time.sleep(60)"]
+    specs = [WorkerSpec(f"gpu0.{i}", sleeper, dict(os.environ), wave=i) for i in range(3)]
+    asked: list[str] = []
+    serving_after = {"gpu0.0": 2, "gpu0.1": 1}  # polls until each reports serving
+
+    def serving(name: str, pid: int) -> bool:
+        asked.append(name)
+        started = [m.spec.name for m in fleet.members if m.proc is not None]
+        # Nothing of a later wave may run while this one is still loading.
+        assert started == [f"gpu0.{i}" for i in range(int(name[-1]) + 1)]
+        serving_after[name] -= 1
+        return serving_after[name] < 0
+
+    fleet = Fleet(specs, serving=serving, report=lambda line: None)
+    try:
+        fleet.start(poll_s=0.01)
+        assert all(m.proc is not None and m.proc.poll() is None for m in fleet.members)
+        assert asked == ["gpu0.0"] * 3 + ["gpu0.1"] * 2
+    finally:
+        fleet.stop_timeout_s = 5
+        fleet.stop()
+
+
+def test_workers_per_gpu_share_its_memory_and_all_serve(
+    tmp_path: Path, redis_url: str, sqlite_url: str
+) -> None:
+    env = {
+        **os.environ,
+        "EVALQ_DATABASE_URL": sqlite_url,
+        "EVALQ_BROKER_URL": redis_url,
+        "PYTHONPATH": f"{REPO / 'tests'}{os.pathsep}{REPO}",
+    }
+    logs = tmp_path / "logs"
+    args = ["--model", "test/instant", "--gpus", "0", "--mode", "single", "--workers-per-gpu", "2"]
+    args += ["--gpu-memory-utilization", "0.8", "--engine", "engines:instant_engine"]
+    args += ["--log-dir", str(logs)]
+    err_path = tmp_path / "fleet.err"
+    with err_path.open("wb") as err:
+        proc = subprocess.Popen(
+            _fleet_command(*args), env=env, stderr=err, stdout=err, start_new_session=True
+        )
+
+    def ready(name: str) -> bool:
+        path = logs / f"worker-{name}.log"
+        return path.exists() and " ready." in path.read_text(errors="replace")
+
+    host = socket.gethostname()
+    try:
+        _wait_for(lambda: ready("gpu0.0") and ready("gpu0.1"), 120, "workers not ready")
+        report = err_path.read_text()
+        assert "2 per GPU group, each with --gpu-memory-utilization 0.4" in report
+        # The second engine started once the first served: never two loading at once.
+        assert report.index("worker gpu0.1: started") > report.index("worker gpu0.0: started")
+        submit = ["--database-url", sqlite_url, "--broker-url", redis_url, "submit"]
+        submit += ["--dataset", "hotpotqa", "--n", "40", "--model", "test/instant"]
+        result = CliRunner().invoke(cli, [*submit, "--strategy", "fixed:k=3", "--shard-size", "2"])
+        assert result.exit_code == 0, result.output
+        run_id = int(result.output.split()[1].rstrip(":"))
+        wait_for_run(sqlite_url, run_id, [], timeout=120)
+        with open_store(sqlite_url).session() as s:
+            served = set(s.scalars(select(Shard.worker).where(Shard.run_id == run_id)))
+        assert served <= {f"gpu0.0@{host}", f"gpu0.1@{host}"} and served
+    finally:
+        os.kill(proc.pid, signal.SIGTERM)
+        code = proc.wait(timeout=90)
+    assert code == 0, err_path.read_text()
+
+
+def test_workers_per_gpu_must_be_positive(sqlite_url: str, redis_url: str) -> None:
+    base = ["--database-url", sqlite_url, "--broker-url", redis_url, "fleet", "--model", "m"]
+    result = CliRunner().invoke(cli, [*base, "--gpus", "0", "--workers-per-gpu", "0"])
+    assert result.exit_code != 0
+    assert "--workers-per-gpu must be at least 1, got 0" in result.output

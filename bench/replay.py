@@ -34,6 +34,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--run-id", type=int, required=True)
     p.add_argument("--prompts", type=Path, required=True)
     p.add_argument("--seed-questions", type=int, default=16)
+    p.add_argument(
+        "--text-replay",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also replay text prompts (LLM.generate tokenizes them one by one: it stalls on "
+        "tens of thousands)",
+    )
     p.add_argument("--out", type=Path, required=True)
     return p.parse_args(argv)
 
@@ -209,9 +216,10 @@ def main(argv: list[str] | None = None) -> int:
     llm = LLM(**kwargs)
     with_timeline(llm)
     out: dict[str, Any] = {"replay_engine_start_s": round(time.perf_counter() - t0, 1)}
-    if args.prompts.exists():
+    if args.prompts.exists() and args.text_replay:
         out["b_ideal"] = ideal(llm, args.prompts)
         print(json.dumps({"b_ideal": out["b_ideal"]}), flush=True)
+    if args.prompts.exists():
         out["b_ideal_pretokenized"] = ideal_pretokenized(llm, args.prompts)
         print(json.dumps({"b_ideal_pretokenized": out["b_ideal_pretokenized"]}), flush=True)
     if args.seed_questions > 0:

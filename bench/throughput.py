@@ -84,6 +84,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--note-tokens", type=int, default=GenerationConfig.note_tokens)
     p.add_argument("--query-tokens", type=int, default=GenerationConfig.query_tokens)
     p.add_argument("--ideal", action=argparse.BooleanOptionalAction, default=True)
+    p.add_argument(
+        "--text-replay",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="(b) from text prompts too, besides token ids (stalls on tens of thousands)",
+    )
     p.add_argument("--seed-questions", type=int, default=16, help="(c) subset; 0 skips (c)")
     p.add_argument("--timeout", type=float, default=420.0, help="seconds for the run")
     p.add_argument("--label", default=None, help="result file name (default from the GPUs)")
@@ -234,6 +240,8 @@ def main(argv: list[str] | None = None) -> int:
         cmd += [*engine_flags(args), "--db-url", db_url, "--run-id", str(run_id)]
         cmd += ["--prompts", str(prompts), "--seed-questions", str(args.seed_questions)]
         cmd += ["--out", str(replay_out)]
+        if not args.text_replay:
+            cmd.append("--no-text-replay")
         timeline_b = args.out / f"{label}-timeline-b.jsonl"
         replay_env = {**env, "CUDA_VISIBLE_DEVICES": gpus[0], TIMELINE_ENV: str(timeline_b)}
         subprocess.run(cmd, env=replay_env, check=True)

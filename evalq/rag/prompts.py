@@ -130,3 +130,63 @@ def reason_messages(q: Question, notes: Sequence[str]) -> tuple[ChatMessage, ...
         "Write one short reasoning step (one sentence) toward the answer from the notes so far."
     )
     return _messages(q, _evidence_block((), notes), instruction)
+
+
+# The iterative strategies (IRCoT, Iter-RetGen, FLARE) reason in sentences and stop on the
+# phrase their papers' demonstrations end with.
+ANSWER_IS = "So the answer is"
+
+
+def _titled_passages(passages: Sequence[Passage]) -> str:
+    """Passages as ``Title: text``, as IRCoT's prompts give them ("Wikipedia Title: ...").
+
+    Titles name the entities a next search needs; the answer call leaves them out, so they
+    never reach an answer (see ``ANSWER_INSTRUCTION``).
+    """
+    if not passages:
+        return ""
+    return "Passages:\n" + "\n".join(f"{p.title}: {p.text}" for p in passages)
+
+
+def sentence_messages(
+    q: Question, passages: Sequence[Passage], sentences: Sequence[str]
+) -> tuple[ChatMessage, ...]:
+    """The next sentence of a step-by-step answer: IRCoT's reasoning step and FLARE's.
+
+    The passages in view come before the reasoning so far, so that successive calls of an
+    episode share their prefix up to the passages' end. One sentence is asked for (the
+    strategies keep only the first either way), a fact with its names: it is the next
+    search's query. The way to stop ("So the answer is") is offered only once there is
+    reasoning to stop: offered at the first sentence, SmolLM2-135M opened with "The answer
+    is:" and a guess nearly every time, and searched no further (docs/baselines.md). The
+    papers' few-shot demonstrations are left out: a 135M model copied example names into
+    its answers (docs/prompts.md).
+    """
+    parts = [_titled_passages(passages)]
+    if sentences:
+        parts.append("Reasoning so far: " + " ".join(sentences))
+        instruction = (
+            "Continue the step-by-step reasoning toward the answer with one new sentence: a "
+            "fact from the passages, with its names, that is not in the reasoning so far. If "
+            f"the reasoning so far already answers the question, reply: {ANSWER_IS}, and the "
+            "answer."
+        )
+    else:
+        instruction = (
+            "Start a step-by-step reasoning toward the answer with one sentence: a fact from "
+            "the passages, with its names."
+        )
+    return _messages(q, "\n\n".join(p for p in parts if p), instruction)
+
+
+def reasoned_answer_messages(q: Question, passages: Sequence[Passage]) -> tuple[ChatMessage, ...]:
+    """Iter-RetGen's generation: a short chain of thought over one round's passages.
+
+    The reply is the next round's search (with the question), so it should name what it
+    found: the instruction asks for reasoning that ends with the answer.
+    """
+    instruction = (
+        "Answer the question by reasoning step by step from the passages, in two or three "
+        f"sentences. End with: {ANSWER_IS}: followed by the answer."
+    )
+    return _messages(q, _titled_passages(passages), instruction)

@@ -75,13 +75,13 @@ def test_built_in_kinds_parse_as_before() -> None:
     assert evalq.parse_strategy("fixed:k=0").name == "fixed:k=0"
     mdp = evalq.parse_strategy("mdp", {"k_step": 2, "theta_star": 0.5})
     assert isinstance(mdp, MDPStrategy) and (mdp.k_step, mdp.theta_star) == (2, 0.5)
-    assert {"fixed", "mdp"} <= set(evalq.strategy_kinds())
+    assert {"fixed", "mdp", "ircot", "iter-retgen", "flare"} <= set(evalq.strategy_kinds())
 
 
 @pytest.mark.parametrize(
     ("spec", "message"),
     [
-        ("magic", "unknown strategy 'magic': use fixed:k=N or mdp"),
+        ("magic", "unknown strategy 'magic': use fixed:k=N, mdp, ircot, iter-retgen or flare"),
         ("fixed:k=-1", "strategy 'fixed:k=-1': use fixed:k=N with N >= 0 (k=0 is closed-book)"),
         ("fixed:k=3,j=1", "strategy 'fixed:k=3,j=1': use fixed:k=N with N >= 0"),
         ("fixed", "strategy 'fixed': use fixed:k=N"),
@@ -99,8 +99,10 @@ def test_a_kind_registered_in_code_parses_with_its_options_and_the_run_settings(
     reg.register("named", named)
     got = reg.parse("named:a=1, b = 2", {"k_step": 3})
     assert got == Named("named:a=1, b = 2|[('a', '1'), ('b', '2')]|['k_step']")
-    assert reg.kinds() == ["fixed", "mdp", "named"]
-    with pytest.raises(UserError, match=r"use fixed:k=N or mdp, or named$"):
+    assert reg.kinds() == ["fixed", "flare", "ircot", "iter-retgen", "mdp", "named"]
+    with pytest.raises(
+        UserError, match=r"use fixed:k=N, mdp, ircot, iter-retgen or flare, or named$"
+    ):
         reg.parse("other")
 
 
@@ -156,7 +158,7 @@ def test_a_broken_plugin_is_named_and_never_breaks_the_built_ins(
     )
     assert reg.parse("fixed:k=3") == FixedK(3)
     assert reg.parse("good").name == "good"
-    assert reg.kinds() == ["fixed", "good", "mdp"]
+    assert reg.kinds() == ["fixed", "flare", "good", "ircot", "iter-retgen", "mdp"]
     with pytest.raises(UserError) as info:
         reg.parse("broken:k=1")
     assert str(info.value) == (
@@ -230,7 +232,8 @@ def test_no_import_cycle_between_the_seam_the_strategies_and_the_registry() -> N
     assert not {f"{pkg}.fixed", f"{pkg}.mdp", f"{pkg}.registry", pkg} & _imports(
         STRATEGIES / "base.py"
     )
-    for strategy in ("fixed.py", "mdp.py"):
+    builtins = ("fixed.py", "mdp.py", "ircot.py", "iter_retgen.py", "flare.py", "iterative.py")
+    for strategy in builtins:
         assert not {f"{pkg}.registry", pkg} & _imports(STRATEGIES / strategy)
 
 

@@ -6,7 +6,8 @@ A kind (the part of a spec before ``:``) maps to a factory
 ``evalq.strategies`` entry-point group (entry-point name = kind, value = the factory),
 loaded once, on the first lookup; ``register_strategy`` adds one from code.
 
-This module sits above ``base``, ``fixed`` and ``mdp``: it imports them, they never import it.
+This module sits above ``base`` and the built-in strategies (``fixed``, ``mdp``, ``ircot``,
+``iter_retgen``, ``flare``): it imports them, they never import it.
 """
 
 from __future__ import annotations
@@ -21,6 +22,9 @@ from typing import Any, TypeVar, overload
 from evalq.errors import UserError
 from evalq.rag.strategies.base import Strategy
 from evalq.rag.strategies.fixed import FixedK
+from evalq.rag.strategies.flare import FLARE
+from evalq.rag.strategies.ircot import IRCoT
+from evalq.rag.strategies.iter_retgen import IterRetGen
 from evalq.rag.strategies.mdp import MDPStrategy
 
 log = logging.getLogger(__name__)
@@ -33,7 +37,14 @@ StrategyFactory = Callable[[str, dict[str, str], dict[str, Any]], Strategy]
 F = TypeVar("F", bound=StrategyFactory)
 
 _KIND = re.compile(r"[A-Za-z][A-Za-z0-9_.-]*")
-BUILTINS: Mapping[str, StrategyFactory] = {"fixed": FixedK.from_spec, "mdp": MDPStrategy.from_spec}
+BUILTINS: Mapping[str, StrategyFactory] = {
+    "fixed": FixedK.from_spec,
+    "mdp": MDPStrategy.from_spec,
+    # The adaptive methods papers compare against (docs/baselines.md).
+    "ircot": IRCoT.from_spec,
+    "iter-retgen": IterRetGen.from_spec,
+    "flare": FLARE.from_spec,
+}
 
 
 def split_spec(spec: str) -> tuple[str, dict[str, str]]:
@@ -131,7 +142,7 @@ class StrategyRegistry:
         return strategy
 
     def _unknown(self, spec: str) -> str:
-        message = f"unknown strategy {spec!r}: use fixed:k=N or mdp"
+        message = f"unknown strategy {spec!r}: use fixed:k=N, mdp, ircot, iter-retgen or flare"
         added = sorted(set(self._factories) - self._builtins)
         if added:
             message += f", or {', '.join(added)}"
@@ -227,7 +238,10 @@ def strategy_kinds() -> list[str]:
 
 
 def parse_strategy(spec: str, params: Mapping[str, Any] | None = None) -> Strategy:
-    """Build a strategy from its spec: ``fixed:k=3``, ``fixed:k=0`` (closed book), ``mdp``.
+    """Build a strategy from its spec: ``fixed:k=3``, ``mdp``, ``ircot:k=2,steps=4``, ...
+
+    ``fixed:k=0`` is closed book; ``iter-retgen:k=3,rounds=3`` and ``flare:theta=0.5`` are
+    the other built-ins (see docs/baselines.md).
 
     Args:
         spec: ``kind`` or ``kind:key=value,...``.

@@ -18,6 +18,7 @@ from evalq.config import Settings
 from evalq.db import queries
 from evalq.db.session import open_store
 from evalq.errors import UserError
+from evalq.rag.strategies import parse_strategy
 from evalq.report import adaptivity
 from evalq.report.compare import (
     BootstrapMethod,
@@ -83,6 +84,22 @@ def open_session(settings: Settings) -> Iterator[Session]:
 def _settings(ctx: click.Context) -> Settings:
     """The settings the main group put on the context, else those of the environment."""
     return ctx.obj if isinstance(ctx.obj, Settings) else Settings.from_env()
+
+
+def _spelled_as_stored(session: Session, run_id: int, strategy: str | None) -> str | None:
+    """A strategy as the run stored it: ``ircot`` is ``ircot:k=2,steps=4`` there.
+
+    Episodes carry the canonical spec, every option written out; a short or reordered one
+    (``flare:theta=0.5``) means that one. Anything else is left as given, for the error
+    that names what the run has.
+    """
+    if strategy is None or strategy in run_strategies(session, run_id):
+        return strategy
+    try:
+        canonical = parse_strategy(strategy).name
+    except UserError:
+        return strategy
+    return canonical if canonical in run_strategies(session, run_id) else strategy
 
 
 def _choose_strategies(
@@ -160,6 +177,8 @@ def compare_command(
     """
     other_run = run_id if run_b is None else run_b
     with open_session(_settings(ctx)) as session:
+        strategy_a = _spelled_as_stored(session, run_id, strategy_a)
+        strategy_b = _spelled_as_stored(session, other_run, strategy_b)
         chosen_a, chosen_b = _choose_strategies(session, run_id, other_run, strategy_a, strategy_b)
         paired = load_paired(session, run_id, chosen_a, other_run, chosen_b)
         run = queries.get_run(session, run_id)

@@ -341,6 +341,24 @@ def test_cli_needs_a_and_b_when_the_run_has_more_than_two_strategies(
     assert code == 0, output
 
 
+def test_cli_takes_a_strategy_by_a_short_spec(engine: Engine, db_url: str) -> None:
+    """Episodes carry every option of their spec; ``--a ircot`` means the run's ircot."""
+    stored = ["ircot:k=2,steps=4", "flare:k=2,theta=0.5,beta=0.4,steps=4", "fixed:k=3"]
+    with Session(engine) as session:
+        run = make_run(session, stored)
+        for strategy in stored:
+            add_episode(session, run, "q0", strategy, True)
+        session.commit()
+        run_id = run.id
+    args = ["--a", "ircot", "--b", "flare:theta=0.50", "--format", "json"]
+    code, output = invoke(db_url, str(run_id), *args)
+    assert code == 0, output
+    data = json.loads(output)
+    assert (data["a"]["strategy"], data["b"]["strategy"]) == tuple(stored[:2])
+    code, output = invoke(db_url, str(run_id), "--a", "flare", "--b", "fixed:k=3")
+    assert code == 2 and "no episodes for strategy 'flare'" in output, "not this run's flare"
+
+
 def test_cli_on_an_empty_database_says_the_run_is_missing(tmp_path: Path) -> None:
     code, output = invoke(f"sqlite:///{tmp_path / 'empty.db'}", "1")
     assert code == 2

@@ -73,6 +73,16 @@ def _empty(ax: Any, message: str) -> None:
     ax.set_yticks([])
 
 
+# A point's label is its spec when this short, else its kind: whole specs with every option
+# (flare:k=2,theta=0.8,beta=0.4,steps=4) ran over each other; the legend has them in full.
+POINT_LABEL_CHARS = 12
+
+
+def _point_label(strategy: str) -> str:
+    """``fixed:k=3`` and ``mdp`` as they are; ``ircot:k=2,steps=4`` as ``ircot``."""
+    return strategy if len(strategy) <= POINT_LABEL_CHARS else strategy.split(":")[0]
+
+
 def accuracy_vs_cost(summaries: Sequence[StrategySummary], confidence: float) -> Figure:
     """Accuracy against mean cost per strategy, with both intervals as error bars."""
     figure = Figure(figsize=FIGSIZE)
@@ -96,7 +106,8 @@ def accuracy_vs_cost(summaries: Sequence[StrategySummary], confidence: float) ->
             color=colour,
             label=f"{summary.strategy} (n={summary.ok})",
         )
-        ax.annotate(summary.strategy, (cost, acc * 100), textcoords="offset points", xytext=(6, 6))
+        label = _point_label(summary.strategy)
+        ax.annotate(label, (cost, acc * 100), textcoords="offset points", xytext=(6, 6))
     ax.set_xlabel("mean cost per episode")
     ax.set_ylabel("accuracy (%)")
     ax.set_ylim(-5, 105)

@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 from evalq.cli.main import cli
 from evalq.db.models import Episode, Run
 from evalq.db.session import open_store
+from evalq.report import plots
 from evalq.report.episodes import load_run_episodes
 from evalq.report.html import write_report
 from evalq.report.summary import StatsOptions, summarise_strategy
@@ -235,3 +236,9 @@ def test_unknown_run_is_one_error_line(db_url: str, tmp_path: Path) -> None:
     assert code == 2
     assert output.strip() == "Error: run 99 does not exist"
     assert not (tmp_path / "r").exists()
+
+
+def test_accuracy_against_cost_labels_a_long_spec_by_its_kind() -> None:
+    assert plots._point_label("fixed:k=3") == "fixed:k=3"
+    assert plots._point_label("mdp") == "mdp"
+    assert plots._point_label("flare:k=2,theta=0.8,beta=0.4,steps=4") == "flare"

@@ -38,6 +38,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--n", type=int, default=5000, help="questions (one episode each)")
     p.add_argument("--shard-size", type=int, default=250)
     p.add_argument("--driver", default="async", choices=["async", "batch"])
+    p.add_argument(
+        "--workers", type=int, default=1, help="worker processes (as --workers-per-gpu starts)"
+    )
     p.add_argument("--postgres-url", default=os.environ.get("EVALQ_TEST_POSTGRES_URL"))
     p.add_argument("--out", type=Path, default=None, help="write bookkeeping.json here")
     return p.parse_args(argv)
@@ -74,9 +77,10 @@ def measure(db_url: str, args: argparse.Namespace, work: Path) -> dict[str, Any]
     env = evalq_env(db_url, broker.url, work / "home")
     argv = ["worker", "--model", "test/instant", "--engine", "engines:instant_engine"]
     argv += ["--driver", args.driver, "--concurrency", "512"]
-    worker = Process(argv, env, work / "worker.log")
+    logs = [work / f"worker{i}.log" for i in range(args.workers)]
+    workers = [Process([*argv, "--name", f"w{i}@bench"], env, log) for i, log in enumerate(logs)]
     try:
-        wait_ready([work / "worker.log"], [worker], timeout=120)
+        wait_ready(logs, workers, timeout=120)
         os.environ["EVALQ_HOME"] = str(work / "home")
         req = RunRequest(
             dataset="oran-bench",
@@ -88,10 +92,11 @@ def measure(db_url: str, args: argparse.Namespace, work: Path) -> dict[str, Any]
         )
         t0 = time.perf_counter()
         run_id = submit(Settings(database_url=db_url, broker_url=broker.url), req)
-        wait_run(db_url, run_id, [worker], timeout=600)
+        wait_run(db_url, run_id, workers, timeout=600)
         wall = time.perf_counter() - t0
     finally:
-        worker.stop()
+        for worker in workers:
+            worker.stop()
         broker.stop()
     totals = run_totals(db_url, run_id)
     return {
@@ -111,6 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         "n": args.n,
         "shard_size": args.shard_size,
         "driver": args.driver,
+        "workers": args.workers,
     }
     with tempfile.TemporaryDirectory(prefix="evalq-bookkeeping-") as tmp:
         root = Path(tmp)

@@ -89,6 +89,18 @@ def _fleet_command(*args: str) -> list[str]:
     return [sys.executable, "-c", boot, "fleet", *args]
 
 
+def _serve_a_run(sqlite_url: str, redis_url: str, questions: int) -> set[str]:
+    """Submit a run of ``questions`` to the fleet, wait for it; the workers that served it."""
+    submit = ["--database-url", sqlite_url, "--broker-url", redis_url, "submit"]
+    submit += ["--dataset", "hotpotqa", "--n", str(questions), "--model", "test/instant"]
+    result = CliRunner().invoke(cli, [*submit, "--strategy", "fixed:k=3", "--shard-size", "2"])
+    assert result.exit_code == 0, result.output
+    run_id = int(result.output.split()[1].rstrip(":"))
+    wait_for_run(sqlite_url, run_id, [], timeout=120)
+    with open_store(sqlite_url).session() as s:
+        return set(s.scalars(select(Shard.worker).where(Shard.run_id == run_id)))
+
+
 def _wait_for(predicate: object, timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -125,14 +137,7 @@ def test_fleet_serves_restarts_a_killed_worker_and_stops_cleanly(
 
     try:
         _wait_for(lambda: ready("gpu0") and ready("gpu1"), 120, "workers not ready")
-        submit = ["--database-url", sqlite_url, "--broker-url", redis_url, "submit"]
-        submit += ["--dataset", "hotpotqa", "--n", "20", "--model", "test/instant"]
-        result = CliRunner().invoke(cli, [*submit, "--strategy", "fixed:k=3", "--shard-size", "2"])
-        assert result.exit_code == 0, result.output
-        run_id = int(result.output.split()[1].rstrip(":"))
-        wait_for_run(sqlite_url, run_id, [], timeout=120)
-        with open_store(sqlite_url).session() as s:
-            served = set(s.scalars(select(Shard.worker).where(Shard.run_id == run_id)))
+        served = _serve_a_run(sqlite_url, redis_url, questions=20)
         assert served and served <= {f"gpu0@{socket.gethostname()}", f"gpu1@{socket.gethostname()}"}
 
         pids = {
@@ -209,15 +214,8 @@ def test_workers_per_gpu_share_its_memory_and_all_serve(
         assert "2 per GPU group, each with --gpu-memory-utilization 0.4" in report
         # The second engine started once the first served: never two loading at once.
         assert report.index("worker gpu0.1: started") > report.index("worker gpu0.0: started")
-        submit = ["--database-url", sqlite_url, "--broker-url", redis_url, "submit"]
-        submit += ["--dataset", "hotpotqa", "--n", "40", "--model", "test/instant"]
-        result = CliRunner().invoke(cli, [*submit, "--strategy", "fixed:k=3", "--shard-size", "2"])
-        assert result.exit_code == 0, result.output
-        run_id = int(result.output.split()[1].rstrip(":"))
-        wait_for_run(sqlite_url, run_id, [], timeout=120)
-        with open_store(sqlite_url).session() as s:
-            served = set(s.scalars(select(Shard.worker).where(Shard.run_id == run_id)))
-        assert served <= {f"gpu0.0@{host}", f"gpu0.1@{host}"} and served
+        served = _serve_a_run(sqlite_url, redis_url, questions=40)
+        assert served and served <= {f"gpu0.0@{host}", f"gpu0.1@{host}"}
     finally:
         os.kill(proc.pid, signal.SIGTERM)
         code = proc.wait(timeout=90)

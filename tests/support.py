@@ -111,6 +111,28 @@ def _libpq(url: str) -> str:
     return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
+# A real model on a 2-core CPU: eager mode, since torch.compile's warm-up takes minutes there
+# and changes nothing in what the model answers.
+REAL_WORKER_ARGS = ("--max-model-len", "4096", "--enforce-eager")
+
+
+def console(env: dict[str, str], *argv: str) -> str:
+    """Run the ``evalq`` console script a user types; its output, or a failure with what it said."""
+    script = Path(sys.executable).parent / "evalq"
+    done = subprocess.run(
+        [str(script), *argv], env=env, cwd=REPO, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, f"evalq {' '.join(argv)}:\n{done.stdout}\n{done.stderr}"
+    return done.stdout
+
+
+def console_env(db_url: str, broker_url: str) -> dict[str, str]:
+    """The environment a user's shell gives ``evalq``: no test modules on the path."""
+    env = {**os.environ, "EVALQ_DATABASE_URL": db_url, "EVALQ_BROKER_URL": broker_url}
+    env.pop("PYTHONPATH", None)
+    return env
+
+
 class Worker:
     """A real ``evalq worker`` process in its own process group (so a kill takes it all)."""
 

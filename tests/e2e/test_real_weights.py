@@ -11,14 +11,10 @@ is the console script `evalq`, as typed.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
-from support import REPO, RedisServer, Worker, wait_for_run
+from support import REAL_WORKER_ARGS, RedisServer, Worker, console, console_env, wait_for_run
 
 from evalq.models.store import DEFAULT_MODEL_JUDGE_THRESHOLD, StoredModel
 
@@ -26,21 +22,8 @@ pytestmark = pytest.mark.slow
 
 QUESTIONS = 100
 CLOSED_BOOK, RETRIEVAL = "fixed:k=0", "fixed:k=3"
-# Eager mode: torch.compile's warm-up takes minutes on a 2-core machine and changes nothing
-# in what the model answers.
-WORKER_ARGS = ("--max-model-len", "4096", "--enforce-eager")
 # Blank or unreadable answers: more than this share means prompts or extraction broke.
 MAX_UNPARSED_SHARE = 0.10
-
-
-def evalq(env: dict[str, str], *argv: str) -> str:
-    """Run the console script a user types; its output, or a failure with what it said."""
-    script = Path(sys.executable).parent / "evalq"
-    done = subprocess.run(
-        [str(script), *argv], env=env, cwd=REPO, capture_output=True, text=True, timeout=300
-    )
-    assert done.returncode == 0, f"evalq {' '.join(argv)}:\n{done.stdout}\n{done.stderr}"
-    return done.stdout
 
 
 # SmolLM2-135M's judged P(yes) stays between 0.08 and 0.31, so at the default threshold (0.5)
@@ -58,10 +41,9 @@ def real_runs(
     redis_server.flush()
     work = tmp_path_factory.mktemp("real-weights")
     db_url = f"sqlite:///{work / 'evalq.db'}"
-    env = {**os.environ, "EVALQ_DATABASE_URL": db_url, "EVALQ_BROKER_URL": redis_server.url}
-    env.pop("PYTHONPATH", None)
+    env = console_env(db_url, redis_server.url)
     worker = Worker(
-        db_url, redis_server.url, work / "worker.log", model=smollm2.name, args=WORKER_ARGS
+        db_url, redis_server.url, work / "worker.log", model=smollm2.name, args=REAL_WORKER_ARGS
     )
     try:
         worker.wait_ready(timeout=600)
@@ -84,7 +66,7 @@ def real_runs(
 
 def submit(env: dict[str, str], *argv: str) -> int:
     """``evalq submit``; the run id it prints ("run 3: ...")."""
-    return int(evalq(env, "submit", *argv).split(":")[0].split()[-1])
+    return int(console(env, "submit", *argv).split(":")[0].split()[-1])
 
 
 def test_retrieval_beats_closed_book_in_f1_with_a_paired_test(
@@ -92,7 +74,9 @@ def test_retrieval_beats_closed_book_in_f1_with_a_paired_test(
 ) -> None:
     env, run_id, _ = real_runs
     comparison: dict[str, Any] = json.loads(
-        evalq(env, "compare", str(run_id), "--a", RETRIEVAL, "--b", CLOSED_BOOK, "--format", "json")
+        console(
+            env, "compare", str(run_id), "--a", RETRIEVAL, "--b", CLOSED_BOOK, "--format", "json"
+        )
     )
     overall = comparison["overall"]
     f1 = overall["f1"]
@@ -104,7 +88,7 @@ def test_retrieval_beats_closed_book_in_f1_with_a_paired_test(
 
 def test_real_answers_are_read(real_runs: tuple[dict[str, str], int, int]) -> None:
     env, run_id, _ = real_runs
-    results: dict[str, Any] = json.loads(evalq(env, "results", str(run_id), "--format", "json"))
+    results: dict[str, Any] = json.loads(console(env, "results", str(run_id), "--format", "json"))
     by_strategy = {row["strategy"]: row for row in results["strategies"]}
     assert set(by_strategy) == {CLOSED_BOOK, RETRIEVAL}
     for row in by_strategy.values():
@@ -117,7 +101,7 @@ def test_the_mdp_retrieves_as_the_question_needs(
 ) -> None:
     env, _, run_id = real_runs
     report: dict[str, Any] = json.loads(
-        evalq(env, "mdp", "adaptivity", str(run_id), "--format", "json")
+        console(env, "mdp", "adaptivity", str(run_id), "--format", "json")
     )
     (mdp,) = [s for s in report["strategies"] if s["strategy"] == "mdp"]
     assert mdp["episodes"] == MDP_QUESTIONS, mdp

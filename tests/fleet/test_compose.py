@@ -53,7 +53,7 @@ def workers(doc: dict[str, Any]) -> dict[str, Any]:
 
 
 def interpolate(value: Any, env: dict[str, str]) -> Any:
-    """Compose's ``${VAR}``, ``${VAR:?msg}`` and ``$$`` rules (what ``config`` resolves)."""
+    """Compose's ``${VAR}``, ``${VAR:?msg}``, ``${VAR:-default}`` and ``$$`` (as ``config``)."""
     if isinstance(value, dict):
         return {k: interpolate(v, env) for k, v in value.items()}
     if isinstance(value, list):
@@ -65,9 +65,11 @@ def interpolate(value: Any, env: dict[str, str]) -> Any:
         if m.group(0) == "$$":
             return "$"
         name, _, rest = m.group(1).partition(":")
-        if name not in env:
-            raise KeyError(f"{name}: {rest.lstrip('?-')}")
-        return env[name]
+        if name in env:
+            return env[name]
+        if rest.startswith("-"):
+            return rest[1:]  # ${VAR:-default}
+        raise KeyError(f"{name}: {rest.lstrip('?')}")
 
     return re.sub(r"\$\$|\$\{([^}]*)\}", one, value)
 
@@ -131,6 +133,71 @@ def test_four_gpus_make_four_workers_pinned_to_their_devices(tmp_path: Path) -> 
             "redis": {"condition": "service_healthy"},
             "postgres": {"condition": "service_healthy"},
         }, name
+
+
+def test_cpu_workers_run_on_images_built_here(tmp_path: Path) -> None:
+    doc = generate(tmp_path, "--cpu", "2", "--model", "smollm2-135m", "--host", "h")
+    services = doc["services"]
+    assert list(services) == ["redis", "postgres", "flower", "worker-cpu0", "worker-cpu1"]
+    assert services["redis"]["image"] == "evalq-redis:latest"
+    assert services["postgres"]["image"] == "evalq-postgres:latest"
+    # No registry: Flower runs from the worker image, which carries it.
+    assert services["flower"]["image"] == "evalq-worker-cpu:latest"
+    assert services["flower"]["entrypoint"] == ["celery"]
+    for i, name in enumerate(["worker-cpu0", "worker-cpu1"]):
+        service = services[name]
+        assert service["image"] == "evalq-worker-cpu:latest"
+        assert "deploy" not in service and "build" not in service
+        assert service["environment"]["CUDA_VISIBLE_DEVICES"] == ""
+        command = service["command"]
+        assert command[:6] == ["--model", "smollm2-135m", "--gpus", "", "--name", f"cpu{i}@h"]
+        assert service["ports"] == [f"{9400 + i}:9400"]
+    pinned = generate(tmp_path, "--cpu", "2", "--cores-per-worker", "2", "--model", "m")
+    binds = [pinned["services"][f"worker-cpu{i}"]["environment"] for i in (0, 1)]
+    assert [env["VLLM_CPU_OMP_THREADS_BIND"] for env in binds] == ["0-1", "2-3"]
+    unpinned = generate(tmp_path, "--cpu", "1", "--cores-per-worker", "0", "--model", "m")
+    assert "VLLM_CPU_OMP_THREADS_BIND" not in unpinned["services"]["worker-cpu0"]["environment"]
+    gpu = generate(tmp_path, "--gpus", "0", "--model", MODEL, "--host", "h")["services"]
+    # The same services, health checks, volumes and restart policies as the GPU flavour.
+    for name in ("redis", "postgres", "flower"):
+        for key in ("healthcheck", "volumes", "restart", "environment", "command"):
+            assert services[name].get(key) == gpu[name].get(key), (name, key)
+    for key in ("healthcheck", "volumes", "restart", "stop_grace_period", "depends_on", "ipc"):
+        assert services["worker-cpu0"][key] == gpu["worker-gpu0"][key], key
+    generate(tmp_path, "--cpu", "2", "--model", "smollm2-135m", "--host", "h")
+    validate(tmp_path / "docker-compose.yml")
+
+
+def test_internal_network_publishes_nothing(tmp_path: Path) -> None:
+    doc = generate(
+        tmp_path,
+        *("--cpu", "1", "--model", "m", "--host", "h", "--internal"),
+        *("--image", "w:1", "--redis-image", "r:1", "--postgres-image", "p:1"),
+    )
+    assert doc["networks"] == {"default": {"internal": True}}
+    assert all("ports" not in service for service in doc["services"].values())
+    assert [doc["services"][s]["image"] for s in ("redis", "postgres", "worker-cpu0")] == [
+        "r:1",
+        "p:1",
+        "w:1",
+    ]
+    validate(tmp_path / "docker-compose.yml")
+
+
+def test_host_ports_and_visibility_timeout(tmp_path: Path) -> None:
+    doc = generate(
+        tmp_path,
+        *("--gpus", "0", "--model", MODEL, "--host", "h"),
+        *("--redis-port", "16379", "--postgres-port", "15432"),
+    )
+    assert doc["services"]["redis"]["ports"] == ["16379:6379"]
+    assert doc["services"]["postgres"]["ports"] == ["15432:5432"]
+    env = doc["services"]["worker-gpu0"]["environment"]
+    assert env["EVALQ_VISIBILITY_TIMEOUT"] == "${EVALQ_VISIBILITY_TIMEOUT:-21600}"
+    resolved = validate(tmp_path / "docker-compose.yml")
+    assert resolved["services"]["worker-gpu0"]["environment"]["EVALQ_VISIBILITY_TIMEOUT"] == (
+        "21600"
+    )
 
 
 def test_shared_services_persist_and_report_health(tmp_path: Path) -> None:
@@ -242,6 +309,11 @@ def test_workers_only_file_for_a_second_host(tmp_path: Path) -> None:
         (("--gpus", "0,0"), "names a GPU twice"),
         (("--gpus", "0-2", "--tensor-parallel-size", "2"), "do not split"),
         (("--gpus", "0", "--workers-only"), "--workers-only needs --broker-url"),
+        (("--gpus", "0", "--cpu", "2"), "either --gpus"),
+        ((), "either --gpus"),
+        (("--cpu", "-1"), "--cpu must be at least 1"),
+        (("--cpu", "2", "--tensor-parallel-size", "2"), "CPU workers have none"),
+        (("--cpu", "1", "--cores-per-worker", "-2"), "--cores-per-worker must be 0 or more"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(args: tuple[str, ...], message: str) -> None:
@@ -257,3 +329,21 @@ def test_render_names_its_command() -> None:
     first = render(spec).splitlines()[0]
     command = f"evalq fleet compose --gpus 0-1 --model {MODEL} --host h --dtype half"
     assert first == f"# Generated by: {command}"
+
+
+def test_render_names_a_cpu_command_that_regenerates_it(tmp_path: Path) -> None:
+    spec = ComposeSpec(
+        model="smollm2-135m",
+        gpus="",
+        host="h",
+        cpu_workers=2,
+        image="w:1",
+        internal=True,
+        redis_port=16379,
+        worker_args=("--enforce-eager",),
+    )
+    text = render(spec)
+    argv = shlex.split(text.splitlines()[0].removeprefix("# Generated by: evalq fleet "))
+    result = CliRunner().invoke(fleet_cli(), [*argv, "-o", "-"])
+    assert result.exit_code == 0, result.output
+    assert result.output == text

@@ -27,7 +27,24 @@ from pathlib import Path
 
 from stack import Broker, Process, evalq_env, wait_ready, wait_run, write_json
 
-COMPARE_PAIRS = (("fixed:k=3", "fixed:k=0"), ("mdp", "fixed:k=3"), ("mdp", "fixed:k=0"))
+# Strategies by spec ("fixed:k=3") or by name alone ("flare" matches "flare:theta=0.25"), as
+# `evalq compare --a/--b` takes them.
+COMPARE_PAIRS = (
+    ("fixed:k=3", "fixed:k=0"),
+    ("mdp", "fixed:k=3"),
+    ("mdp", "fixed:k=0"),
+    ("ircot", "fixed:k=3"),
+    ("iter-retgen", "fixed:k=3"),
+    ("flare", "fixed:k=3"),
+    ("mdp", "ircot"),
+    ("mdp", "iter-retgen"),
+    ("mdp", "flare"),
+)
+
+
+def _runs(name: str, strategies: list[str]) -> bool:
+    """Whether ``name`` (a spec, or a strategy name alone) is among the run's strategies."""
+    return any(s == name or (":" not in name and s.split(":")[0] == name) for s in strategies)
 
 
 def parse_args() -> argparse.Namespace:
@@ -103,7 +120,7 @@ def main() -> int:
             results = json.loads(evalq(env, "results", str(run_id), "--format", "json"))
             comparisons = {}
             for a, b in COMPARE_PAIRS:
-                if a in strategies and b in strategies:
+                if _runs(a, strategies) and _runs(b, strategies):
                     comparisons[f"{a} vs {b}"] = json.loads(
                         evalq(env, "compare", str(run_id), "--a", a, "--b", b, "--format", "json")
                     )

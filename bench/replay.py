@@ -2,9 +2,10 @@
 """(b) and (c) of the throughput benchmark, on one ``LLM`` built once.
 
 (b) the ideal: every prompt the evalq run sent (recorded by its worker) in one
-``LLM.generate`` call, with the same sampling. (c) the seed's way: the run's first
-``--seed-questions`` questions, every strategy, one episode after another, each request
-its own ``generate`` call. Writes ``{"b_ideal": ..., "c_seed_style": ...}`` to ``--out``.
+``LLM.generate`` call, with the same sampling; each ``--prompts`` file is its own batch.
+(c) the seed's way: the run's first ``--seed-questions`` questions, every strategy, one
+episode after another, each request its own ``generate`` call. Writes
+``{"replays": [{"b_ideal": ...}, ...], "c_seed_style": ...}`` to ``--out``.
 """
 
 from __future__ import annotations
@@ -32,7 +33,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-model-len", type=int, default=None)
     p.add_argument("--db-url", required=True)
     p.add_argument("--run-id", type=int, required=True)
-    p.add_argument("--prompts", type=Path, required=True)
+    p.add_argument(
+        "--prompts",
+        type=Path,
+        action="append",
+        required=True,
+        help="recorded prompts; repeated: each file is its own batch (one run each)",
+    )
     p.add_argument("--seed-questions", type=int, default=16)
     p.add_argument(
         "--text-replay",
@@ -84,6 +91,7 @@ def ideal_pretokenized(llm: Any, prompts_file: Path) -> dict[str, Any]:
     ids = codec.encode([r.pop("prompt") for r in rows])
     inputs: list[Any] = [{"prompt_token_ids": i} for i in ids]
     params = [SamplingParams(**r, detokenize=False) for r in rows]
+    llm.generate(inputs[:16], params[:16], use_tqdm=False)  # warm-up, not timed
     outs, wall, timeline = _timed(llm, inputs, params)
     tokens = sum(len(i) for i in ids) + sum(len(o.outputs[0].token_ids) for o in outs)
     return {
@@ -192,6 +200,19 @@ def seed_style(llm: Any, db_url: str, run_id: int, n_questions: int) -> dict[str
     }
 
 
+def replay_file(llm: Any, prompts: Path, text_replay: bool) -> dict[str, Any]:
+    """(b) of one recorded file: from text prompts (if asked) and from token ids."""
+    out: dict[str, Any] = {"prompts": prompts.name}
+    if not prompts.exists():
+        return out
+    if text_replay:
+        out["b_ideal"] = ideal(llm, prompts)
+        print(json.dumps({"b_ideal": out["b_ideal"]}), flush=True)
+    out["b_ideal_pretokenized"] = ideal_pretokenized(llm, prompts)
+    print(json.dumps({"b_ideal_pretokenized": out["b_ideal_pretokenized"]}), flush=True)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     """Build the LLM once; run (b), then (c)."""
     from vllm import LLM
@@ -216,12 +237,7 @@ def main(argv: list[str] | None = None) -> int:
     llm = LLM(**kwargs)
     with_timeline(llm)
     out: dict[str, Any] = {"replay_engine_start_s": round(time.perf_counter() - t0, 1)}
-    if args.prompts.exists() and args.text_replay:
-        out["b_ideal"] = ideal(llm, args.prompts)
-        print(json.dumps({"b_ideal": out["b_ideal"]}), flush=True)
-    if args.prompts.exists():
-        out["b_ideal_pretokenized"] = ideal_pretokenized(llm, args.prompts)
-        print(json.dumps({"b_ideal_pretokenized": out["b_ideal_pretokenized"]}), flush=True)
+    out["replays"] = [replay_file(llm, f, args.text_replay) for f in args.prompts]
     if args.seed_questions > 0:
         out["c_seed_style"] = seed_style(llm, args.db_url, args.run_id, args.seed_questions)
         print(json.dumps({"c_seed_style": out["c_seed_style"]}), flush=True)

@@ -24,6 +24,7 @@ import shutil
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -104,6 +105,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=True,
         help="record what (a) sends, for (b) (one GPU only)",
     )
+    p.add_argument(
+        "--per-strategy",
+        action="store_true",
+        help="one run per strategy, one after another on the same worker, each with its own "
+        "(a) and (b)",
+    )
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--work", type=Path, default=Path("/tmp/evalq-bench"))
     return p.parse_args(argv)
@@ -133,6 +140,105 @@ def gpu_description() -> str:
         return f"{len(names)} x {names[0]}" if names else "no GPU"
     except (OSError, subprocess.SubprocessError):
         return f"CPU: {platform.processor() or platform.machine()}"
+
+
+@dataclass(frozen=True)
+class DoneRun:
+    """One finished run of (a): its strategies, id, seconds, start, and prompts recorded so far."""
+
+    strategies: str
+    run_id: int
+    wall: float
+    epoch0: float
+    prompts_end: int
+
+
+def run_request(args: argparse.Namespace, corpus: str, strategies: list[str]) -> RunRequest:
+    """The run (a) submits, with fixed output lengths."""
+    return RunRequest(
+        dataset=args.dataset,
+        difficulty=args.difficulty,
+        model=args.model,
+        strategies=tuple(strategies),
+        n=args.n,
+        shard_size=args.shard_size,
+        corpus=corpus,
+        mdp_preset=args.mdp_preset,
+        generation=GenerationConfig(
+            answer_tokens=args.answer_tokens,
+            note_tokens=args.note_tokens,
+            query_tokens=args.query_tokens,
+            ignore_eos=True,
+        ),
+    )
+
+
+def a_numbers(db_url: str, done: DoneRun) -> dict[str, Any]:
+    """(a) of one run: episodes and tokens from the database over its wall-clock seconds."""
+    totals = run_totals(db_url, done.run_id)
+    tokens = totals.prompt_tokens + totals.completion_tokens
+    return {
+        "run_id": done.run_id,
+        "wall_s": round(done.wall, 2),
+        "episodes": totals.episodes,
+        "episodes_ok": totals.ok,
+        "prompt_tokens": totals.prompt_tokens,
+        "generated_tokens": totals.completion_tokens,
+        "episodes_per_s": round(totals.episodes / done.wall, 2),
+        "generated_tokens_per_s": round(totals.completion_tokens / done.wall, 1),
+        "tokens_per_s": round(tokens / done.wall, 1),
+    }
+
+
+def split_prompts(prompts: Path, ends: list[int]) -> list[Path]:
+    """The recorded prompts cut at each run's end offset: one file per run, in order."""
+    if len(ends) == 1 or not prompts.exists():
+        return [prompts]
+    data = prompts.read_bytes()
+    files = []
+    for n, (start, end) in enumerate(zip([0, *ends], ends, strict=False)):
+        part = prompts.with_name(f"prompts-{n}.jsonl")
+        part.write_bytes(data[start:end])
+        files.append(part)
+    return files
+
+
+def replay(
+    args: argparse.Namespace,
+    env: dict[str, str],
+    gpu: str,
+    db_url: str,
+    run_id: int,
+    files: list[Path],
+    label: str,
+    work: Path,
+) -> list[dict[str, Any]]:
+    """(b), and (c) for ``run_id``, in a second process on one LLM: per prompts file."""
+    replay_out = work / "replay.json"
+    cmd = [sys.executable, str(Path(__file__).with_name("replay.py")), "--model", args.model]
+    cmd += [*engine_flags(args), "--db-url", db_url, "--run-id", str(run_id)]
+    cmd += [flag for f in files for flag in ("--prompts", str(f))]
+    cmd += ["--seed-questions", str(args.seed_questions), "--out", str(replay_out)]
+    if not args.text_replay:
+        cmd.append("--no-text-replay")
+    timeline_b = args.out / f"{label}-timeline-b.jsonl"
+    replay_env = {**env, "CUDA_VISIBLE_DEVICES": gpu, TIMELINE_ENV: str(timeline_b)}
+    subprocess.run(cmd, env=replay_env, check=True)
+    out = json.loads(replay_out.read_text())
+    replays: list[dict[str, Any]] = out.pop("replays")
+    replays[0].update(out)  # the engine start and (c) go with the first run
+    return replays
+
+
+def with_ratios(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    """(b)'s numbers for one run and (a)'s tokens per second over them."""
+    out = dict(b)
+    if b.get("b_ideal"):
+        out["a_over_b_tokens"] = round(a["tokens_per_s"] / b["b_ideal"]["tokens_per_s"], 3)
+    if b.get("b_ideal_pretokenized"):
+        ratio = a["tokens_per_s"] / b["b_ideal_pretokenized"]["tokens_per_s"]
+        out["a_over_b_pretokenized_tokens"] = round(ratio, 3)
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -185,76 +291,52 @@ def main(argv: list[str] | None = None) -> int:
         replicas = [f".{r}" for r in range(per_gpu)] if per_gpu > 1 else [""]
         logs = [work / "logs" / f"worker-gpu{g}{r}.log" for g in groups for r in replicas]
     profiler = None
+    runs: list[DoneRun] = []
     try:
         result["worker_start_s"] = round(wait_ready(logs, procs, timeout=600), 1)
         if args.py_spy:
             profiler = Profiler(args.py_spy, procs[0].proc.pid, args.out / f"{label}-pyspy.txt")
-        req = RunRequest(
-            dataset=args.dataset,
-            difficulty=args.difficulty,
-            model=args.model,
-            strategies=tuple(args.strategies.split(",")),
-            n=args.n,
-            shard_size=args.shard_size,
-            corpus=corpus,
-            mdp_preset=args.mdp_preset,
-            generation=GenerationConfig(
-                answer_tokens=args.answer_tokens,
-                note_tokens=args.note_tokens,
-                query_tokens=args.query_tokens,
-                ignore_eos=True,
-            ),
-        )
         settings = Settings(database_url=db_url, broker_url=broker.url)
-        t0, epoch0 = time.perf_counter(), time.time()
-        run_id = submit(settings, req)
-        wait_run(db_url, run_id, procs, timeout=args.timeout)
-        wall = time.perf_counter() - t0
+        strategies = [x for x in args.strategies.split(",") if x]
+        run_sets = [[x] for x in strategies] if args.per_strategy else [strategies]
+        for group in run_sets:
+            t0, epoch0 = time.perf_counter(), time.time()
+            run_id = submit(settings, run_request(args, corpus, group))
+            wait_run(db_url, run_id, procs, timeout=args.timeout)
+            wall = time.perf_counter() - t0
+            # Every prompt of a run is recorded before its episode is stored, and the next
+            # run is submitted only now: the bytes so far are this run's and earlier ones'.
+            size = prompts.stat().st_size if prompts.exists() else 0
+            runs.append(DoneRun(",".join(group), run_id, wall, epoch0, size))
     finally:
         if profiler is not None:
             profiler.stop()
         for p in procs:
             p.stop()
         broker.stop()
-    totals = run_totals(db_url, run_id)
-    tokens = totals.prompt_tokens + totals.completion_tokens
-    result["a_evalq"] = {
-        "run_id": run_id,
-        "wall_s": round(wall, 2),
-        "episodes": totals.episodes,
-        "episodes_ok": totals.ok,
-        "prompt_tokens": totals.prompt_tokens,
-        "generated_tokens": totals.completion_tokens,
-        "episodes_per_s": round(totals.episodes / wall, 2),
-        "generated_tokens_per_s": round(totals.completion_tokens / wall, 1),
-        "tokens_per_s": round(tokens / wall, 1),
-    }
-    result["a_engine_timeline"] = timeline_summary(timeline, epoch0, epoch0 + wall)
-    result["a_episodes_by_worker"] = episodes_by_worker(db_url, run_id)
+    for n, done in enumerate(runs):
+        entry: dict[str, Any] = {"a_evalq": a_numbers(db_url, done)}
+        entry["a_engine_timeline"] = timeline_summary(
+            timeline, done.epoch0, done.epoch0 + done.wall
+        )
+        entry["a_episodes_by_worker"] = episodes_by_worker(db_url, done.run_id)
+        print(json.dumps({done.strategies: entry["a_evalq"]}), flush=True)
+        if args.per_strategy:
+            result.setdefault("per_strategy", {})[done.strategies] = entry
+        else:
+            result.update(entry)
+        if args.ideal and len(gpus) == 1 and n == len(runs) - 1:
+            files = split_prompts(prompts, [d.prompts_end for d in runs])
+            replays = replay(args, env, gpus[0], db_url, runs[0].run_id, files, label, work)
+            for d, r in zip(runs, replays, strict=True):
+                target = result["per_strategy"][d.strategies] if args.per_strategy else result
+                target.update(with_ratios(target["a_evalq"], r))
+            if not args.per_strategy and "c_seed_style" in replays[0]:
+                c = replays[0]["c_seed_style"]
+                ratio = result["a_evalq"]["episodes_per_s"] / c["episodes_per_s"]
+                result["a_over_c_episodes"] = round(ratio, 1)
     if timeline.exists():
         shutil.copy(timeline, args.out / f"{label}-timeline-a.jsonl")
-    print(json.dumps({"a_evalq": result["a_evalq"]}), flush=True)
-    if args.ideal and len(gpus) == 1:
-        replay_out = work / "replay.json"
-        cmd = [sys.executable, str(Path(__file__).with_name("replay.py")), "--model", args.model]
-        cmd += [*engine_flags(args), "--db-url", db_url, "--run-id", str(run_id)]
-        cmd += ["--prompts", str(prompts), "--seed-questions", str(args.seed_questions)]
-        cmd += ["--out", str(replay_out)]
-        if not args.text_replay:
-            cmd.append("--no-text-replay")
-        timeline_b = args.out / f"{label}-timeline-b.jsonl"
-        replay_env = {**env, "CUDA_VISIBLE_DEVICES": gpus[0], TIMELINE_ENV: str(timeline_b)}
-        subprocess.run(cmd, env=replay_env, check=True)
-        result.update(json.loads(replay_out.read_text()))
-        b, c, a = result.get("b_ideal"), result.get("c_seed_style"), result["a_evalq"]
-        if b:
-            result["a_over_b_tokens"] = round(a["tokens_per_s"] / b["tokens_per_s"], 3)
-        pretokenized = result.get("b_ideal_pretokenized")
-        if pretokenized:
-            ratio = a["tokens_per_s"] / pretokenized["tokens_per_s"]
-            result["a_over_b_pretokenized_tokens"] = round(ratio, 3)
-        if c:
-            result["a_over_c_episodes"] = round(a["episodes_per_s"] / c["episodes_per_s"], 1)
     write_json(args.out / f"{label}.json", result)
     print(json.dumps(result, indent=2), flush=True)
     return 0

@@ -259,6 +259,8 @@ class PromptRecorder:
                     "top_p": p.top_p,
                     "seed": p.seed,
                     "ignore_eos": p.ignore_eos,
+                    "logprobs": p.logprobs,
+                    "logprob_token_ids": p.logprob_token_ids,
                 }
             )
             + "\n"

@@ -45,6 +45,33 @@ def test_throughput_runs_oran_over_the_bench_corpus_and_writes_its_numbers(
     assert result["worker_start_s"] >= 0 and result["device"]
 
 
+def test_throughput_per_strategy_runs_each_strategy_alone(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    done = _run(
+        "throughput.py",
+        *("--model", "test/instant", "--engine", "engines:instant_engine", "--no-ideal"),
+        *("--n", "12", "--shard-size", "6", "--per-strategy", "--strategies", "fixed:k=3,ircot"),
+        *("--out", str(out), "--work", str(tmp_path / "w")),
+        tmp=tmp_path,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    runs = json.loads((out / "single-gpu0.json").read_text())["per_strategy"]
+    assert list(runs) == ["fixed:k=3", "ircot"]
+    assert [r["a_evalq"]["episodes_ok"] for r in runs.values()] == [12, 12]
+    assert runs["fixed:k=3"]["a_evalq"]["run_id"] != runs["ircot"]["a_evalq"]["run_id"]
+
+
+def test_recorded_prompts_are_cut_per_run(tmp_path: Path) -> None:
+    sys.path.insert(0, str(REPO / "bench"))
+    from throughput import split_prompts
+
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text('{"p": 1}\n{"p": 2}\n{"p": 3}\n')
+    files = split_prompts(prompts, [9, 18, 27])
+    assert [f.read_text() for f in files] == ['{"p": 1}\n', '{"p": 2}\n', '{"p": 3}\n']
+    assert split_prompts(prompts, [27]) == [prompts]
+
+
 def test_bookkeeping_measures_sqlite(tmp_path: Path) -> None:
     done = _run(
         "bookkeeping.py", "--n", "200", "--postgres-url", "", "--out", str(tmp_path), tmp=tmp_path

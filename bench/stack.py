@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass
+from datetime import UTC
 from pathlib import Path
 from typing import Any
 
@@ -128,15 +129,24 @@ def wait_ready(logs: list[Path], procs: list[Process], timeout: float) -> float:
     raise TimeoutError(f"not ready after {timeout} s:\n{procs[0].log()[-4000:]}")
 
 
-def wait_run(db_url: str, run_id: int, procs: list[Process], timeout: float) -> None:
-    """Until the run is done (polling the database like `evalq status` does)."""
+def wait_run(db_url: str, run_id: int, procs: list[Process], timeout: float) -> float:
+    """Until the run is done (polling the database like `evalq status` does).
+
+    Returns when it was done (epoch seconds, as the worker that settled it stored it): timing
+    to that, not to the poll that saw it, keeps the poll's interval out of short runs.
+    """
     store = open_store(db_url)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         with store.session() as s:
-            status = s.scalar(select(Run.status).where(Run.id == run_id))
+            status, finished = s.execute(
+                select(Run.status, Run.finished_at).where(Run.id == run_id)
+            ).one()
         if status == "done":
-            return
+            if finished is None:
+                return time.time()
+            # SQLite gives back the stored UTC time without its zone.
+            return (finished if finished.tzinfo else finished.replace(tzinfo=UTC)).timestamp()
         if status == "failed":
             raise RuntimeError(f"run {run_id} failed")
         if procs and all(p.proc.poll() is not None for p in procs):

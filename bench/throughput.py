@@ -300,10 +300,9 @@ def main(argv: list[str] | None = None) -> int:
         strategies = [x for x in args.strategies.split(",") if x]
         run_sets = [[x] for x in strategies] if args.per_strategy else [strategies]
         for group in run_sets:
-            t0, epoch0 = time.perf_counter(), time.time()
+            epoch0 = time.time()
             run_id = submit(settings, run_request(args, corpus, group))
-            wait_run(db_url, run_id, procs, timeout=args.timeout)
-            wall = time.perf_counter() - t0
+            wall = wait_run(db_url, run_id, procs, timeout=args.timeout) - epoch0
             # Every prompt of a run is recorded before its episode is stored, and the next
             # run is submitted only now: the bytes so far are this run's and earlier ones'.
             size = prompts.stat().st_size if prompts.exists() else 0

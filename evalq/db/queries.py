@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import functools
+import json
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import case, delete, func, select, update
+from sqlalchemy import JSON, Float, Table, TextClause, case, delete, func, select, text, update
 from sqlalchemy import insert as sa_insert
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects import sqlite
+from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Session
 
 from evalq.db.base import Base, utcnow
@@ -20,6 +23,8 @@ from evalq.rag.calibrate import CLOSED_BOOK_STRATEGY, MDP_STRATEGY, EpisodeTrace
 from evalq.rag.episode import EpisodeResult
 
 EpisodeKey = tuple[str, str, int]
+# The unique key of a stored episode, as columns.
+EPISODE_KEY = ("run_id", "question_id", "strategy", "repeat")
 # The Core tables the bulk episode writes use: no ORM bookkeeping per row.
 EPISODES = Base.metadata.tables[Episode.__tablename__]
 STEPS = Base.metadata.tables[Step.__tablename__]
@@ -149,34 +154,82 @@ def write_episodes(
 ) -> int:
     """Store episodes and their steps once each; keys already stored are left alone.
 
-    One executemany of ``INSERT ... ON CONFLICT DO NOTHING RETURNING`` for the episodes
-    and one executemany for the steps of those this call inserted, on the Core tables.
-    SQLAlchemy compiles the single-row statement once (cached) and sends the rows as one
-    multi-row VALUES ("insertmanyvalues"); a ``.values([...])`` statement built per flush
-    was compiled afresh every time, which was most of a worker's CPU.
+    One ``INSERT ... ON CONFLICT DO NOTHING RETURNING`` for the episodes and one insert for
+    the steps of those this call inserted, on the Core tables. On SQLite these are
+    executemany calls: SQLAlchemy compiles the single-row statement once (cached) and sends
+    the rows as one multi-row VALUES ("insertmanyvalues"); a ``.values([...])`` statement
+    built per flush was compiled afresh every time, which was most of a worker's CPU. On
+    Postgres each is one statement over arrays (``_pg_unnest_insert``).
 
     Returns:
         How many episodes this call stored (the others were already there).
     """
     if not results:
         return 0
-    insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
-    stmt = (
-        insert(EPISODES)
-        .on_conflict_do_nothing(index_elements=["run_id", "question_id", "strategy", "repeat"])
-        .returning(EPISODES.c.id, EPISODES.c.question_id, EPISODES.c.strategy, EPISODES.c.repeat)
-    )
+    dialect = session.get_bind().dialect
     rows = [_episode_row(run_id, shard_id, r, worker) for r in results]
-    stored = {(q, st, rep): eid for eid, q, st, rep in session.execute(stmt, rows)}
+    if dialect.name == "postgresql":
+        stmt = _pg_unnest_insert(dialect, EPISODES, tuple(rows[0]), conflict=EPISODE_KEY)
+        inserted = session.execute(stmt, _pg_columns(EPISODES, rows))
+    else:
+        returning = (EPISODES.c.id, *(EPISODES.c[c] for c in EPISODE_KEY))
+        sqlite_stmt = sqlite.insert(EPISODES).on_conflict_do_nothing(index_elements=EPISODE_KEY)
+        inserted = session.execute(sqlite_stmt.returning(*returning), rows)
+    stored = {(q, st, rep): eid for eid, _run, q, st, rep in inserted}
     steps = [
         {"episode_id": stored[key], "index": i, **step.__dict__}
         for r in results
         if (key := (r.question_id, r.strategy, r.repeat)) in stored
         for i, step in enumerate(r.steps)
     ]
-    if steps:
+    if steps and dialect.name == "postgresql":
+        session.execute(
+            _pg_unnest_insert(dialect, STEPS, tuple(steps[0])), _pg_columns(STEPS, steps)
+        )
+    elif steps:
         session.execute(sa_insert(STEPS), steps)
     return len(stored)
+
+
+@functools.cache
+def _pg_unnest_insert(
+    dialect: Dialect, table: Table, columns: tuple[str, ...], conflict: tuple[str, ...] = ()
+) -> TextClause:
+    """``INSERT ... SELECT FROM unnest(arrays)``: many rows as one array per column.
+
+    On Postgres a multi-row VALUES of 1,000 rows is a new 25,000-parameter statement each
+    flush, which psycopg splits in Python and the server parses and plans afresh; this one is
+    the same short statement every time (prepared once per connection), its arrays sent in
+    psycopg's binary format. ``conflict`` names the unique key: rows whose key is stored are
+    skipped, and the statement returns the id and key of the rows it stored.
+    """
+    names = ", ".join(dialect.identifier_preparer.quote(c) for c in columns)
+    arrays = ", ".join(
+        f"CAST(:{c} AS {table.c[c].type.compile(dialect=dialect)}[])" for c in columns
+    )
+    sql = f"INSERT INTO {table.name} ({names}) SELECT * FROM unnest({arrays})"
+    if conflict:
+        key = ", ".join(dialect.identifier_preparer.quote(c) for c in conflict)
+        sql += f" ON CONFLICT ({key}) DO NOTHING RETURNING id, {key}"
+    return text(sql)
+
+
+def _pg_columns(table: Table, rows: Sequence[dict[str, Any]]) -> dict[str, list[Any]]:
+    """Rows as one list per column, for psycopg's arrays.
+
+    JSON columns are serialized as SQLAlchemy's JSON type does; float columns made all
+    floats (psycopg cannot dump a list that mixes ``0`` and ``0.5``).
+    """
+    columns: dict[str, list[Any]] = {}
+    for name in rows[0]:
+        values = [row[name] for row in rows]
+        kind = table.c[name].type
+        if isinstance(kind, JSON):
+            values = [json.dumps(v) for v in values]
+        elif isinstance(kind, Float):
+            values = [None if v is None else float(v) for v in values]
+        columns[name] = values
+    return columns
 
 
 def write_episode(

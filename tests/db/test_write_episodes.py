@@ -73,3 +73,36 @@ def test_each_episode_and_its_steps_are_stored_once(db_url: str) -> None:
             select(Step.text).where(Step.episode_id == q4.id).order_by(Step.index)
         ).all()
         assert texts == [f"q4/{i}" for i in range(5)]
+
+
+def test_a_flush_mixing_int_and_float_costs_and_null_columns_is_stored(db_url: str) -> None:
+    # One flush of episodes as strategies produce them: a cost of 0 (int) beside 0.5, no
+    # error anywhere, an episode with no F1 and one whose step has no scores.
+    store = open_store(db_url)
+    with store.session() as s:
+        run = Run(
+            dataset="d",
+            difficulty="m",
+            n=2,
+            seed=0,
+            model="m",
+            strategies=["fixed:k=0"],
+            config={},
+            code_version="test",
+        )
+        run = queries.create_run(s, run, [["a", "b"]])
+        run_id, shard_id = run.id, run.shards[0].id
+    a, b = result("a"), result("b", steps=1)
+    a.cost, b.cost, b.f1 = 0, 0.5, None
+    b.steps[0].scores = []
+    with store.session() as s:
+        assert queries.write_episodes(s, run_id, shard_id, [a, b], "w") == 2
+    with store.session() as s:
+        rows = s.execute(
+            select(Episode.question_id, Episode.cost, Episode.f1, Episode.error).order_by(
+                Episode.question_id
+            )
+        ).all()
+        assert [tuple(r) for r in rows] == [("a", 0.0, 1.0, None), ("b", 0.5, None, None)]
+        scores = s.scalars(select(Step.scores).order_by(Step.episode_id, Step.index)).all()
+        assert scores == [[0.5], [0.5], []]

@@ -58,6 +58,12 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--worker-flag", action="append", default=[], help="extra worker flag")
     p.add_argument("--submit-flag", action="append", default=[], help="extra submit flag")
     p.add_argument("--timeout", type=float, default=480.0, help="seconds for all runs")
+    p.add_argument(
+        "--compare",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="run `evalq compare` here (off: run it later on the returned evalq.db.xz)",
+    )
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--work", type=Path, default=Path("/tmp/evalq-real"))
     return p.parse_args()
@@ -119,7 +125,7 @@ def main() -> int:
         for run_id, dataset, n in runs:
             results = json.loads(evalq(env, "results", str(run_id), "--format", "json"))
             comparisons = {}
-            for a, b in COMPARE_PAIRS:
+            for a, b in COMPARE_PAIRS if args.compare else ():
                 if _runs(a, strategies) and _runs(b, strategies):
                     comparisons[f"{a} vs {b}"] = json.loads(
                         evalq(env, "compare", str(run_id), "--a", a, "--b", b, "--format", "json")

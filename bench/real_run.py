@@ -27,8 +27,8 @@ from pathlib import Path
 
 from stack import Broker, Process, evalq_env, wait_ready, wait_run, write_json
 
-# Strategies by spec ("fixed:k=3") or by name alone ("flare" matches "flare:theta=0.25"), as
-# `evalq compare --a/--b` takes them.
+# Strategies by spec ("fixed:k=3") or by name alone ("flare" stands for the run's flare, e.g.
+# "flare:theta=0.25", which is what `evalq compare` is given).
 COMPARE_PAIRS = (
     ("fixed:k=3", "fixed:k=0"),
     ("mdp", "fixed:k=3"),
@@ -42,9 +42,12 @@ COMPARE_PAIRS = (
 )
 
 
-def _runs(name: str, strategies: list[str]) -> bool:
-    """Whether ``name`` (a spec, or a strategy name alone) is among the run's strategies."""
-    return any(s == name or (":" not in name and s.split(":")[0] == name) for s in strategies)
+def _spec(name: str, strategies: list[str]) -> str | None:
+    """The run's strategy spec that ``name`` (a spec, or a strategy name alone) stands for."""
+    for spec in strategies:
+        if spec == name or (":" not in name and spec.split(":")[0] == name):
+            return spec
+    return None
 
 
 def parse_args() -> argparse.Namespace:
@@ -125,8 +128,9 @@ def main() -> int:
         for run_id, dataset, n in runs:
             results = json.loads(evalq(env, "results", str(run_id), "--format", "json"))
             comparisons = {}
-            for a, b in COMPARE_PAIRS if args.compare else ():
-                if _runs(a, strategies) and _runs(b, strategies):
+            for name_a, name_b in COMPARE_PAIRS if args.compare else ():
+                a, b = _spec(name_a, strategies), _spec(name_b, strategies)
+                if a and b:
                     comparisons[f"{a} vs {b}"] = json.loads(
                         evalq(env, "compare", str(run_id), "--a", a, "--b", b, "--format", "json")
                     )

@@ -372,3 +372,23 @@ def store_mdp_run(
         for result in episodes:
             queries.write_episode(s, run.id, run.shards[0].id, result, "test")
         return run.id
+
+
+def one_shard_run(db_url: str, strategies: list[str], question_ids: list[str]) -> tuple[int, int]:
+    """A queued run of ``question_ids`` in one shard, with no episodes: (run id, shard id)."""
+    with open_store(db_url).session() as s:
+        run = queries.create_run(
+            s,
+            Run(
+                dataset="d",
+                difficulty="m",
+                n=len(question_ids),
+                seed=0,
+                model="m",
+                strategies=strategies,
+                config={},
+                code_version="test",
+            ),
+            [question_ids],
+        )
+        return run.id, run.shards[0].id

@@ -3,28 +3,17 @@
 from __future__ import annotations
 
 from sqlalchemy import select
+from support import one_shard_run
 
 from evalq.db import queries
-from evalq.db.models import Run, Step
+from evalq.db.models import Step
 from evalq.db.session import open_store
 from evalq.rag.episode import EpisodeResult, StepRecord
 
 
 def test_judgement_round_trips_and_is_null_when_not_judged(db_url: str) -> None:
     store = open_store(db_url)
-    with store.session() as s:
-        run = Run(
-            dataset="d",
-            difficulty="m",
-            n=1,
-            seed=0,
-            model="m",
-            strategies=["mdp"],
-            config={},
-            code_version="test",
-        )
-        run = queries.create_run(s, run, [["q0"]])
-        run_id, shard_id = run.id, run.shards[0].id
+    run_id, shard_id = one_shard_run(db_url, ["mdp"], ["q0"])
     r = EpisodeResult("q0", "mdp", 0, status="ok", question="q", gold="a")
     r.steps = [
         StepRecord("retrieve", u_before=0.0, u_after=0.15, success=True, judgement=0.8125),

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from sqlalchemy import func, select
+from support import one_shard_run
 
 from evalq.db import queries
-from evalq.db.models import Episode, Run, Step
+from evalq.db.models import Episode, Step
 from evalq.db.session import open_store
 from evalq.rag.episode import EpisodeResult, StepRecord
 
@@ -24,19 +25,7 @@ def result(qid: str, steps: int = 2) -> EpisodeResult:
 
 def test_each_episode_and_its_steps_are_stored_once(db_url: str) -> None:
     store = open_store(db_url)
-    with store.session() as s:
-        run = Run(
-            dataset="d",
-            difficulty="m",
-            n=6,
-            seed=0,
-            model="m",
-            strategies=["fixed:k=0"],
-            config={},
-            code_version="test",
-        )
-        run = queries.create_run(s, run, [[f"q{i}" for i in range(6)]])
-        run_id, shard_id = run.id, run.shards[0].id
+    run_id, shard_id = one_shard_run(db_url, ["fixed:k=0"], [f"q{i}" for i in range(6)])
 
     first = [result(f"q{i}") for i in range(4)]
     with store.session() as s:
@@ -79,19 +68,7 @@ def test_a_flush_mixing_int_and_float_costs_and_null_columns_is_stored(db_url: s
     # One flush of episodes as strategies produce them: a cost of 0 (int) beside 0.5, no
     # error anywhere, an episode with no F1 and one whose step has no scores.
     store = open_store(db_url)
-    with store.session() as s:
-        run = Run(
-            dataset="d",
-            difficulty="m",
-            n=2,
-            seed=0,
-            model="m",
-            strategies=["fixed:k=0"],
-            config={},
-            code_version="test",
-        )
-        run = queries.create_run(s, run, [["a", "b"]])
-        run_id, shard_id = run.id, run.shards[0].id
+    run_id, shard_id = one_shard_run(db_url, ["fixed:k=0"], ["a", "b"])
     a, b = result("a"), result("b", steps=1)
     a.cost, b.cost, b.f1 = 0, 0.5, None
     b.steps[0].scores = []

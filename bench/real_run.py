@@ -27,6 +27,8 @@ from pathlib import Path
 
 from stack import Broker, Process, evalq_env, wait_ready, wait_run, write_json
 
+from evalq.rag.strategies.registry import split_spec
+
 # Strategies by spec ("fixed:k=3") or by name alone ("flare" stands for the run's flare, e.g.
 # "flare:theta=0.25", which is what `evalq compare` is given).
 COMPARE_PAIRS = (
@@ -45,7 +47,7 @@ COMPARE_PAIRS = (
 def _spec(name: str, strategies: list[str]) -> str | None:
     """The run's strategy spec that ``name`` (a spec, or a strategy name alone) stands for."""
     for spec in strategies:
-        if spec == name or (":" not in name and spec.split(":")[0] == name):
+        if spec == name or (":" not in name and split_spec(spec)[0] == name):
             return spec
     return None
 

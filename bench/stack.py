@@ -17,7 +17,7 @@ import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass
-from datetime import UTC
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -129,6 +129,11 @@ def wait_ready(logs: list[Path], procs: list[Process], timeout: float) -> float:
     raise TimeoutError(f"not ready after {timeout} s:\n{procs[0].log()[-4000:]}")
 
 
+def epoch(stored: datetime) -> float:
+    """A stored time in epoch seconds (SQLite gives back the stored UTC time without its zone)."""
+    return (stored if stored.tzinfo else stored.replace(tzinfo=UTC)).timestamp()
+
+
 def wait_run(db_url: str, run_id: int, procs: list[Process], timeout: float) -> float:
     """Until the run is done (polling the database like `evalq status` does).
 
@@ -143,10 +148,7 @@ def wait_run(db_url: str, run_id: int, procs: list[Process], timeout: float) -> 
                 select(Run.status, Run.finished_at).where(Run.id == run_id)
             ).one()
         if status == "done":
-            if finished is None:
-                return time.time()
-            # SQLite gives back the stored UTC time without its zone.
-            return (finished if finished.tzinfo else finished.replace(tzinfo=UTC)).timestamp()
+            return time.time() if finished is None else epoch(finished)
         if status == "failed":
             raise RuntimeError(f"run {run_id} failed")
         if procs and all(p.proc.poll() is not None for p in procs):
@@ -185,8 +187,8 @@ def run_totals(db_url: str, run_id: int) -> RunTotals:
         ok=int(ok or 0),
         prompt_tokens=int(row[1] or 0),
         completion_tokens=int(row[2] or 0),
-        first_started=row[3].timestamp() if row[3] else None,
-        last_finished=row[4].timestamp() if row[4] else None,
+        first_started=epoch(row[3]) if row[3] else None,
+        last_finished=epoch(row[4]) if row[4] else None,
     )
 
 

@@ -313,7 +313,7 @@ def main(argv: list[str] | None = None) -> int:
         for p in procs:
             p.stop()
         broker.stop()
-    for n, done in enumerate(runs):
+    for done in runs:
         entry: dict[str, Any] = {"a_evalq": a_numbers(db_url, done)}
         entry["a_engine_timeline"] = timeline_summary(
             timeline, done.epoch0, done.epoch0 + done.wall
@@ -324,16 +324,16 @@ def main(argv: list[str] | None = None) -> int:
             result.setdefault("per_strategy", {})[done.strategies] = entry
         else:
             result.update(entry)
-        if args.ideal and len(gpus) == 1 and n == len(runs) - 1:
-            files = split_prompts(prompts, [d.prompts_end for d in runs])
-            replays = replay(args, env, gpus[0], db_url, runs[0].run_id, files, label, work)
-            for d, r in zip(runs, replays, strict=True):
-                target = result["per_strategy"][d.strategies] if args.per_strategy else result
-                target.update(with_ratios(target["a_evalq"], r))
-            if not args.per_strategy and "c_seed_style" in replays[0]:
-                c = replays[0]["c_seed_style"]
-                ratio = result["a_evalq"]["episodes_per_s"] / c["episodes_per_s"]
-                result["a_over_c_episodes"] = round(ratio, 1)
+    if args.ideal and len(gpus) == 1:
+        files = split_prompts(prompts, [d.prompts_end for d in runs])
+        replays = replay(args, env, gpus[0], db_url, runs[0].run_id, files, label, work)
+        for d, r in zip(runs, replays, strict=True):
+            target = result["per_strategy"][d.strategies] if args.per_strategy else result
+            target.update(with_ratios(target["a_evalq"], r))
+        if not args.per_strategy and "c_seed_style" in replays[0]:
+            c = replays[0]["c_seed_style"]
+            ratio = result["a_evalq"]["episodes_per_s"] / c["episodes_per_s"]
+            result["a_over_c_episodes"] = round(ratio, 1)
     if timeline.exists():
         shutil.copy(timeline, args.out / f"{label}-timeline-a.jsonl")
     write_json(args.out / f"{label}.json", result)

@@ -72,12 +72,16 @@ class Shard(Base):
     run: Mapped[Run] = relationship(back_populates="shards")
 
 
+# What identifies an episode: one stored row per question, strategy and repeat of a run.
+EPISODE_IDENTITY = ("run_id", "question_id", "strategy", "repeat")
+
+
 class Episode(Base):
     """One question answered by one strategy: the row every result is computed from."""
 
     __tablename__ = "episodes"
     __table_args__ = (
-        UniqueConstraint("run_id", "question_id", "strategy", "repeat", name="uq_episode_identity"),
+        UniqueConstraint(*EPISODE_IDENTITY, name="uq_episode_identity"),
         Index("ix_episodes_run_strategy", "run_id", "strategy"),
     )
 

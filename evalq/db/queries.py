@@ -10,21 +10,31 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Float, Table, TextClause, case, delete, func, select, text, update
+from sqlalchemy import (
+    JSON,
+    Float,
+    Result,
+    Table,
+    TextClause,
+    case,
+    delete,
+    func,
+    select,
+    text,
+    update,
+)
 from sqlalchemy import insert as sa_insert
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Session
 
 from evalq.db.base import Base, utcnow
-from evalq.db.models import Episode, MDPParamSet, Run, Shard, Step
+from evalq.db.models import EPISODE_IDENTITY, Episode, MDPParamSet, Run, Shard, Step
 from evalq.errors import UserError
 from evalq.rag.calibrate import CLOSED_BOOK_STRATEGY, MDP_STRATEGY, EpisodeTrace, RunTraces
 from evalq.rag.episode import EpisodeResult
 
 EpisodeKey = tuple[str, str, int]
-# The unique key of a stored episode, as columns.
-EPISODE_KEY = ("run_id", "question_id", "strategy", "repeat")
 # The Core tables the bulk episode writes use: no ORM bookkeeping per row.
 EPISODES = Base.metadata.tables[Episode.__tablename__]
 STEPS = Base.metadata.tables[Step.__tablename__]
@@ -154,27 +164,16 @@ def write_episodes(
 ) -> int:
     """Store episodes and their steps once each; keys already stored are left alone.
 
-    One ``INSERT ... ON CONFLICT DO NOTHING RETURNING`` for the episodes and one insert for
-    the steps of those this call inserted, on the Core tables. On SQLite these are
-    executemany calls: SQLAlchemy compiles the single-row statement once (cached) and sends
-    the rows as one multi-row VALUES ("insertmanyvalues"); a ``.values([...])`` statement
-    built per flush was compiled afresh every time, which was most of a worker's CPU. On
-    Postgres each is one statement over arrays (``_pg_unnest_insert``).
+    One insert for the episodes (``ON CONFLICT DO NOTHING RETURNING``) and one for the steps
+    of those this call inserted (``_insert_rows``).
 
     Returns:
         How many episodes this call stored (the others were already there).
     """
     if not results:
         return 0
-    dialect = session.get_bind().dialect
     rows = [_episode_row(run_id, shard_id, r, worker) for r in results]
-    if dialect.name == "postgresql":
-        stmt = _pg_unnest_insert(dialect, EPISODES, tuple(rows[0]), conflict=EPISODE_KEY)
-        inserted = session.execute(stmt, _pg_columns(EPISODES, rows))
-    else:
-        returning = (EPISODES.c.id, *(EPISODES.c[c] for c in EPISODE_KEY))
-        sqlite_stmt = sqlite.insert(EPISODES).on_conflict_do_nothing(index_elements=EPISODE_KEY)
-        inserted = session.execute(sqlite_stmt.returning(*returning), rows)
+    inserted = _insert_rows(session, EPISODES, rows, conflict=EPISODE_IDENTITY)
     stored = {(q, st, rep): eid for eid, _run, q, st, rep in inserted}
     steps = [
         {"episode_id": stored[key], "index": i, **step.__dict__}
@@ -182,13 +181,32 @@ def write_episodes(
         if (key := (r.question_id, r.strategy, r.repeat)) in stored
         for i, step in enumerate(r.steps)
     ]
-    if steps and dialect.name == "postgresql":
-        session.execute(
-            _pg_unnest_insert(dialect, STEPS, tuple(steps[0])), _pg_columns(STEPS, steps)
-        )
-    elif steps:
-        session.execute(sa_insert(STEPS), steps)
+    if steps:
+        _insert_rows(session, STEPS, steps)
     return len(stored)
+
+
+def _insert_rows(
+    session: Session, table: Table, rows: Sequence[dict[str, Any]], conflict: tuple[str, ...] = ()
+) -> Result[*tuple[Any, ...]]:
+    """Many rows into ``table`` in one statement, on the Core table (no ORM per row).
+
+    ``conflict`` names a unique key: rows whose key is stored are skipped, and the result
+    holds the id and key of each row stored. On SQLite an executemany: SQLAlchemy compiles the
+    single-row statement once (cached) and sends the rows as one multi-row VALUES
+    ("insertmanyvalues"); a ``.values([...])`` statement built per flush was compiled afresh
+    every time, which was most of a worker's CPU. On Postgres one statement over arrays
+    (``_pg_unnest_insert``).
+    """
+    dialect = session.get_bind().dialect
+    if dialect.name == "postgresql":
+        stmt = _pg_unnest_insert(dialect, table, tuple(rows[0]), conflict)
+        return session.execute(stmt, _pg_columns(table, rows))
+    if not conflict:
+        return session.execute(sa_insert(table), rows)
+    returning = (table.c.id, *(table.c[c] for c in conflict))
+    skip = sqlite.insert(table).on_conflict_do_nothing(index_elements=conflict)
+    return session.execute(skip.returning(*returning), rows)
 
 
 @functools.cache

@@ -19,6 +19,20 @@ pytestmark = pytest.mark.slow
 # Short enough that the killed worker's unacknowledged shard comes back within the test,
 # longer than any shard here takes (production keeps hours).
 VISIBILITY = {"EVALQ_VISIBILITY_TIMEOUT": "20"}
+# 30 questions in shards of 15, two strategies: 30 episodes a shard, 60 in all.
+PER_SHARD = 30
+
+
+def part_stored(db_url: str, run_id: int) -> tuple[int, int] | None:
+    """(shard id, episodes stored) of a running shard with some but not all of its episodes."""
+    with open_store(db_url).session() as s:
+        rows = s.execute(
+            select(Shard.id, func.count(Episode.id))
+            .join(Episode, Episode.shard_id == Shard.id)
+            .where(Shard.run_id == run_id, Shard.status == "running")
+            .group_by(Shard.id)
+        )
+        return next(((sid, n) for sid, n in rows if 0 < n < PER_SHARD), None)
 
 
 def test_killed_worker_loses_nothing_and_duplicates_nothing(
@@ -61,13 +75,26 @@ def test_killed_worker_loses_nothing_and_duplicates_nothing(
     assert result.exit_code == 0, result.output
     run_id = int(result.output.split()[1].rstrip(":"))
 
+    # The kill waits for a shard the database shows part-stored, so it lands inside that
+    # shard. Killing after a number of stored episodes could land between two shards (the
+    # first one whole, the next not yet claimed: nothing delivered twice), as it did once.
     deadline = time.monotonic() + 300
-    while episode_count(db_url, run_id) < 4:
+    while (seen := part_stored(db_url, run_id)) is None:
+        assert first.proc.poll() is None, first.log()[-2000:]
+        assert episode_count(db_url, run_id) < 2 * PER_SHARD, (
+            "every shard finished within one episode flush: make the episodes longer"
+        )
         assert time.monotonic() < deadline, first.log()[-2000:]
-        time.sleep(0.2)
+        time.sleep(0.05)
     first.kill()
-    stored_at_kill = episode_count(db_url, run_id)
-    assert 0 < stored_at_kill < 60, "the kill must land in the middle of the run"
+    killed_shard, _ = seen
+    with open_store(db_url).session() as s:
+        shard = s.get(Shard, killed_shard)
+        assert shard is not None and shard.status == "running" and shard.attempts == 1
+        stored_at_kill = s.scalar(select(func.count()).where(Episode.shard_id == killed_shard))
+    assert stored_at_kill is not None and 0 < stored_at_kill < PER_SHARD, (
+        "the kill must land inside a shard"
+    )
 
     second = Worker(db_url, redis_server.url, tmp_path / "w2.log", args=args, env=VISIBILITY)
     try:
@@ -84,7 +111,9 @@ def test_killed_worker_loses_nothing_and_duplicates_nothing(
                 )
             )
         )
-        attempts = list(s.scalars(select(func.max(Shard.attempts)).where(Shard.run_id == run_id)))
-    assert len(keys) == 60, "every expected episode is there"
-    assert len(set(keys)) == 60, "and none twice"
-    assert attempts[0] >= 2, "the killed shard was delivered again"
+        killed = s.get(Shard, killed_shard)
+        assert killed is not None
+        status, attempts = killed.status, killed.attempts
+    assert len(keys) == 2 * PER_SHARD, "every expected episode is there"
+    assert len(set(keys)) == 2 * PER_SHARD, "and none twice"
+    assert status == "done" and attempts >= 2, "the killed shard was delivered again, and finished"
